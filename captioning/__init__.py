@@ -1,0 +1,1 @@
+"""Show, Attend and Tell image captioning with PyTorch Lightning and Hydra."""

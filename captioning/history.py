@@ -1,0 +1,31 @@
+"""Per-epoch record of the losses and learning rate, written to the run directory as a CSV table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+
+
+class LossHistory(L.Callback):
+    """Appends train loss, val loss and lr of every epoch to `path` (rewritten after each epoch)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.rows: list[dict] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
+        for column, key in (("train_loss", "train/loss_epoch"), ("val_loss", "val/loss")):
+            row[column] = float(metrics[key]) if key in metrics else float("nan")
+        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.table().to_csv(self.path, index=False)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["epoch", "step", "train_loss", "val_loss", "lr"])

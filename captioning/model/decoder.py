@@ -1,0 +1,162 @@
+"""LSTM decoder with soft attention: teacher forcing for training, greedy and beam search for generation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from captioning.model.attention import AdditiveAttention
+
+
+@dataclass
+class Generation:
+    """Generated ids (B, L), `<eos>` and `<pad>` included, and the attention of every step (B, L, R)."""
+
+    tokens: torch.Tensor
+    attention: torch.Tensor
+
+
+class AttentionDecoder(nn.Module):
+    """Show, Attend and Tell decoder: at each word, attend to the regions and feed the gated context to an LSTM.
+
+    The LSTM is written out (one product per input) so that the word half of its input product, which does
+    not depend on the recurrence, is computed for all steps at once.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        feature_dim: int = 2048,
+        embed_dim: int = 256,
+        hidden_dim: int = 256,
+        attention_dim: int = 256,
+        dropout: float = 0.5,
+        pad_id: int = 0,
+        bos_id: int = 1,
+        eos_id: int = 2,
+    ) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        # A frozen encoder's features can have any scale (a random one's especially): normalise each region.
+        self.feature_norm = nn.LayerNorm(feature_dim)
+        self.attention = AdditiveAttention(feature_dim, hidden_dim, attention_dim)
+        self.init_hidden = nn.Linear(feature_dim, hidden_dim)
+        self.init_cell = nn.Linear(feature_dim, hidden_dim)
+        self.context_gate = nn.Linear(hidden_dim, 1)  # the scalar beta of the paper
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.word_to_gates = nn.Linear(embed_dim, 4 * hidden_dim)
+        self.context_to_gates = nn.Linear(feature_dim, 4 * hidden_dim, bias=False)
+        self.hidden_to_gates = nn.Linear(hidden_dim, 4 * hidden_dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(hidden_dim, vocab_size)
+
+    def _start(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.feature_norm(features)  # (B, R, D)
+        projected = self.attention.project_features(features)  # (B, R, A)
+        mean_feature = features.mean(dim=1)  # (B, D)
+        hidden = torch.tanh(self.init_hidden(mean_feature))  # (B, H)
+        cell = torch.tanh(self.init_cell(mean_feature))  # (B, H)
+        return features, projected, hidden, cell
+
+    def _step(
+        self,
+        word_gates: torch.Tensor,
+        features: torch.Tensor,
+        projected: torch.Tensor,
+        hidden: torch.Tensor,
+        cell: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One LSTM step from the word's share of the gates (B, 4H); returns hidden, cell, attention (B, R)."""
+        context, weights = self.attention(features, projected, hidden)  # (B, D), (B, R)
+        context = torch.sigmoid(self.context_gate(hidden)) * context  # (B, D)
+        gates = word_gates + self.context_to_gates(context) + self.hidden_to_gates(hidden)  # (B, 4H)
+        input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
+        cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
+        hidden = torch.sigmoid(output_gate) * torch.tanh(cell)  # (B, H)
+        return hidden, cell, weights
+
+    def forward(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing: logits (B, T, V) of the word after each input word of `captions` (B, T), and
+        the attention (B, T, R) used for each."""
+        features, projected, hidden, cell = self._start(features)
+        word_gates = self.word_to_gates(self.dropout(self.embedding(captions)))  # (B, T, 4H)
+        hiddens, attention = [], []
+        for step in range(captions.size(1)):
+            hidden, cell, weights = self._step(word_gates[:, step], features, projected, hidden, cell)
+            hiddens.append(hidden)
+            attention.append(weights)
+        logits = self.output(self.dropout(torch.stack(hiddens, dim=1)))  # (B, T, V)
+        return logits, torch.stack(attention, dim=1)  # (B, T, V), (B, T, R)
+
+    def _next_log_probs(
+        self, tokens: torch.Tensor, features: torch.Tensor, projected: torch.Tensor, state: tuple
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        hidden, cell, weights = self._step(self.word_to_gates(self.embedding(tokens)), features, projected, *state)
+        return self.output(hidden).log_softmax(dim=-1), weights, (hidden, cell)  # (N, V), (N, R)
+
+    @torch.no_grad()
+    def greedy(self, features: torch.Tensor, max_length: int) -> Generation:
+        """The most likely word at each step, for at most `max_length` words plus `<eos>`."""
+        features, projected, hidden, cell = self._start(features)
+        state = (hidden, cell)
+        tokens = torch.full((features.size(0),), self.bos_id, dtype=torch.long, device=features.device)
+        finished = torch.zeros_like(tokens, dtype=torch.bool)
+        generated, attention = [], []
+        for _ in range(max_length + 1):
+            log_probs, weights, state = self._next_log_probs(tokens, features, projected, state)
+            tokens = log_probs.argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
+            generated.append(tokens)
+            attention.append(weights)
+            finished |= tokens == self.eos_id
+            if finished.all():
+                break
+        return Generation(torch.stack(generated, dim=1), torch.stack(attention, dim=1))
+
+    @torch.no_grad()
+    def beam_search(self, features: torch.Tensor, beam_size: int, max_length: int) -> Generation:
+        """Beam search batched over images: the B x K hypotheses advance together as one batch.
+
+        Returns the highest-scoring (summed log-probability) hypothesis of each image.
+        """
+        batch_size, beams = features.size(0), beam_size
+        features, projected, hidden, cell = self._start(features)
+        expand = lambda tensor: tensor.repeat_interleave(beams, dim=0)  # noqa: E731
+        features, projected, state = expand(features), expand(projected), (expand(hidden), expand(cell))
+        device = features.device
+        scores = torch.full((batch_size, beams), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # all beams start identical: expand only the first
+        tokens = torch.full((batch_size * beams,), self.bos_id, dtype=torch.long, device=device)
+        finished = torch.zeros_like(tokens, dtype=torch.bool)
+        # A finished hypothesis continues with <pad> at no cost, so it keeps its score.
+        finished_row = torch.full((self.vocab_size,), float("-inf"), device=device)
+        finished_row[self.pad_id] = 0.0
+        offsets = (torch.arange(batch_size, device=device) * beams).unsqueeze(1)  # (B, 1)
+        history = torch.empty((batch_size * beams, 0), dtype=torch.long, device=device)
+        attention = torch.empty((batch_size * beams, 0, features.size(1)), device=device)
+        for _ in range(max_length + 1):
+            log_probs, weights, state = self._next_log_probs(tokens, features, projected, state)
+            log_probs = torch.where(finished.unsqueeze(1), finished_row, log_probs)  # (B*K, V)
+            candidates = (scores.view(-1, 1) + log_probs).view(batch_size, -1)  # (B, K*V)
+            scores, flat_index = candidates.topk(beams, dim=1)  # (B, K)
+            origin = (offsets + flat_index // self.vocab_size).view(-1)  # (B*K,) rows the beams come from
+            tokens = (flat_index % self.vocab_size).view(-1)  # (B*K,)
+            state = (state[0][origin], state[1][origin])
+            history = torch.cat([history[origin], tokens.unsqueeze(1)], dim=1)  # (B*K, L)
+            attention = torch.cat([attention[origin], weights[origin].unsqueeze(1)], dim=1)  # (B*K, L, R)
+            finished = finished[origin] | (tokens == self.eos_id)
+            if finished.all():
+                break
+        # topk sorts the beams, so beam 0 of each image is its best hypothesis.
+        length = history.size(1)
+        best_tokens = history.view(batch_size, beams, length)[:, 0]  # (B, L)
+        best_attention = attention.view(batch_size, beams, length, -1)[:, 0]  # (B, L, R)
+        return Generation(best_tokens, best_attention)
+
+    def generate(self, features: torch.Tensor, max_length: int, beam_size: int = 1) -> Generation:
+        """Greedy decoding for `beam_size` 1, beam search above."""
+        if beam_size <= 1:
+            return self.greedy(features, max_length)
+        return self.beam_search(features, beam_size, max_length)

@@ -1,0 +1,40 @@
+"""Attention figures: the image and, for every generated word, where the decoder looked."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files and TensorBoard, never shown on a screen
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def upsample_attention(weights: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Smoothly upsample one step's attention over a square grid of regions (R,) to an image (H, W)."""
+    side = math.isqrt(weights.numel())
+    grid = weights.reshape(1, 1, side, side).float()  # (1, 1, 7, 7)
+    upsampled = F.interpolate(grid, size=size, mode="bicubic", align_corners=False)  # (1, 1, H, W)
+    return upsampled[0, 0].clamp_min(0).numpy()
+
+
+def attention_figure(image: Image.Image, words: list[str], attention: torch.Tensor, columns: int = 5) -> plt.Figure:
+    """The image, then one panel per word with its attention map (`attention` (words, R)) over the image."""
+    image = image.convert("RGB").resize((224, 224))
+    panels = len(words) + 1
+    rows = math.ceil(panels / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    axes.flat[0].imshow(image)
+    axes.flat[0].set_title("image")
+    for axis, word, weights in zip(axes.flat[1:], words, attention):
+        axis.imshow(image)
+        axis.imshow(upsample_attention(weights, image.size[::-1]), cmap="jet", alpha=0.5)
+        axis.set_title(word)
+    figure.tight_layout()
+    return figure

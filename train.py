@@ -1,0 +1,64 @@
+"""Train the captioner: python train.py [data=flickr30k data.root=DIR] [key=value ...] (see conf/train.yaml)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from captioning.checkpoints import checkpoint_vocabulary, read_checkpoint
+from captioning.errors import CaptioningError
+from captioning.history import LossHistory
+
+log = logging.getLogger("train")
+
+
+def train(cfg: DictConfig) -> dict:
+    """Build the data, model and Trainer from `cfg`, fit, and return where the results are."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    if cfg.ckpt_path:
+        datamodule.vocabulary = checkpoint_vocabulary(read_checkpoint(cfg.ckpt_path))
+    model = instantiate(cfg.model, vocabulary=datamodule.vocabulary.tokens, _convert_="all")
+    callbacks = [instantiate(callback) for callback in cfg.get("callbacks", {}).values()]
+    loggers = [instantiate(logger) for logger in cfg.get("logger", {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+
+    output_dir = Path(cfg.paths.output_dir)
+    checkpoint = trainer.checkpoint_callback
+    result = {
+        "output_dir": str(output_dir),
+        "best_checkpoint": checkpoint.best_model_path if checkpoint else "",
+        "last_checkpoint": checkpoint.last_model_path if checkpoint else "",
+        "global_step": trainer.global_step,
+        "history": None,
+    }
+    history = next((callback for callback in callbacks if isinstance(callback, LossHistory)), None)
+    if history is not None and history.rows:
+        result["history"] = str(history.path)
+        log.info("Losses per epoch:\n" + history.table().to_string(index=False, float_format="%.4f"))
+    log.info(f"Run directory:    {output_dir}")
+    log.info(f"Best checkpoint:  {result['best_checkpoint']}")
+    log.info(f"Last checkpoint:  {result['last_checkpoint']}")
+    log.info(f"Loss history:     {result['history']}")
+    log.info(f"TensorBoard logs: tensorboard --logdir {output_dir.parent}")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except CaptioningError as error:
+        log.error(str(error))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
