@@ -14,8 +14,10 @@ def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint with `weights_only=True`; any problem becomes a CheckpointError that says what to do."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} does not exist: pass the path of a .ckpt file of a run "
-                              "(outputs/<run>/checkpoints/last.ckpt or best.ckpt).")
+        raise CheckpointError(
+            f"Checkpoint {path} does not exist: pass the path of a .ckpt file of a run "
+            "(outputs/<run>/checkpoints/last.ckpt or best.ckpt)."
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated files, foreign formats and pickled objects all end here

@@ -1,0 +1,83 @@
+import torch
+
+from captioning.model.decoder import AttentionDecoder
+
+
+def small_decoder(vocab_size: int = 20, feature_dim: int = 32) -> AttentionDecoder:
+    torch.manual_seed(0)
+    return AttentionDecoder(vocab_size, feature_dim, embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.0)
+
+
+def test_teacher_forcing_shapes_and_attention_over_49_regions():
+    decoder = small_decoder()
+    features = torch.randn(3, 49, 32) * 300  # the scale of a random ResNet's features
+    captions = torch.randint(3, 20, (3, 7))
+
+    logits, attention = decoder(features, captions)
+
+    assert logits.shape == (3, 7, 20)
+    assert attention.shape == (3, 7, 49)  # 49 weights per word
+    torch.testing.assert_close(attention.sum(dim=2), torch.ones(3, 7))
+    assert (attention >= 0).all() and torch.isfinite(logits).all()
+
+
+def test_generation_returns_attention_rows_that_sum_to_one():
+    decoder = small_decoder().eval()
+    generation = decoder.beam_search(torch.randn(4, 49, 32), beam_size=3, max_length=6)
+    assert generation.tokens.shape[0] == 4 and generation.tokens.shape[1] <= 7
+    assert generation.attention.shape == (*generation.tokens.shape, 49)
+    torch.testing.assert_close(generation.attention.sum(dim=2), torch.ones(generation.tokens.shape))
+
+
+def test_beam_size_one_equals_greedy():
+    decoder = small_decoder().eval()
+    features = torch.randn(5, 9, 32)
+    greedy = decoder.greedy(features, max_length=8)
+    beam = decoder.beam_search(features, beam_size=1, max_length=8)
+    assert torch.equal(greedy.tokens, beam.tokens)
+    torch.testing.assert_close(greedy.attention, beam.attention)
+
+
+def test_batched_beam_search_equals_one_image_at_a_time():
+    decoder = small_decoder().eval()
+    features = torch.randn(4, 9, 32)
+    batched = decoder.beam_search(features, beam_size=3, max_length=8)
+    for image in range(4):
+        alone = decoder.beam_search(features[image : image + 1], beam_size=3, max_length=8)
+        length = alone.tokens.shape[1]
+        assert torch.equal(batched.tokens[image, :length], alone.tokens[0])
+        assert (batched.tokens[image, length:] == decoder.pad_id).all()
+
+
+def test_beam_search_finds_at_least_the_greedy_likelihood():
+    decoder = small_decoder().eval()
+    features = torch.randn(6, 9, 32)
+
+    def log_likelihood(tokens: torch.Tensor) -> torch.Tensor:
+        inputs = torch.cat([torch.full((len(tokens), 1), decoder.bos_id), tokens[:, :-1]], dim=1)
+        log_probs = decoder(features, inputs)[0].log_softmax(-1).gather(2, tokens.unsqueeze(2)).squeeze(2)
+        ended = torch.cumsum((tokens == decoder.eos_id).long(), dim=1) - (tokens == decoder.eos_id).long()
+        return (log_probs * (ended == 0)).sum(dim=1)
+
+    with torch.no_grad():
+        greedy = log_likelihood(decoder.greedy(features, 8).tokens)
+        beam = log_likelihood(decoder.beam_search(features, 4, 8).tokens)
+    assert (beam >= greedy - 1e-4).all()
+
+
+def test_decoder_overfits_a_handful_of_captions():
+    decoder = small_decoder(vocab_size=12)
+    features = torch.randn(4, 9, 32) * 50
+    # <bos> w w w <eos> <pad>: four different captions, one per image
+    captions = torch.tensor([[1, 4, 5, 6, 2, 0], [1, 7, 8, 2, 0, 0], [1, 4, 9, 10, 11, 2], [1, 11, 10, 5, 2, 0]])
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
+    for _ in range(150):
+        logits, _ = decoder(features, captions[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), captions[:, 1:].flatten(), ignore_index=0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+    generated = decoder.eval().greedy(features, max_length=6).tokens
+    for row, caption in zip(generated.tolist(), captions[:, 1:].tolist()):
+        assert row[: caption.index(2) + 1] == caption[: caption.index(2) + 1]

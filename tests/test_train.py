@@ -1,0 +1,156 @@
+"""train.py as users run it: configs composed by Hydra, tiny data, a few steps."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from captioning.errors import CheckpointError
+from tests.layouts import tiny_shapes, write_layout
+from train import train
+
+PROJECT = Path(__file__).resolve().parents[1]
+TINY_SHAPES = [
+    "data.dataset_builder.num_images=12",
+    "data.dataset_builder.val_images=2",
+    "data.dataset_builder.test_images=2",
+    "data.dataset_builder.image_size=64",
+]
+TINY = [
+    "data.image_size=64",
+    "data.batch_size=4",
+    "data.eval_batch_size=4",
+    "data.num_workers=0",
+    "model.embed_dim=16",
+    "model.hidden_dim=16",
+    "model.attention_dim=16",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def compose_train(tmp_path: Path, *overrides: str):
+    paths = [
+        f"paths.root_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.output_dir={tmp_path / 'run'}",
+    ]
+    dataset = [] if "data=flickr30k" in overrides else TINY_SHAPES
+    with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*paths, *TINY, *dataset, *overrides])
+
+
+def test_defaults_are_the_reference_configuration(tmp_path):
+    cfg = compose_train(tmp_path)
+    with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
+        default = compose("train", overrides=["paths.root_dir=/x", "paths.output_dir=/x/run"])
+        flickr = compose("train", overrides=["data=flickr30k", "data.root=/d", "paths.root_dir=/x"])
+    assert (default.model.embed_dim, default.model.hidden_dim, default.model.lr) == (256, 256, 1e-3)
+    assert (default.model.lr_step_size, default.model.lr_gamma) == (10, 0.5)
+    assert (default.data.batch_size, default.trainer.max_epochs, default.trainer.gradient_clip_val) == (32, 30, 5.0)
+    assert default.model.encoder.weights is None and default.data.encoder_weights is None  # built-in: offline
+    assert flickr.model.encoder.weights == "IMAGENET1K_V1" and flickr.data.encoder_weights == "IMAGENET1K_V1"
+    assert flickr.data.min_word_frequency == 5
+    assert cfg.data.root == str(tmp_path / "data" / "shapes")
+
+
+def test_fast_dev_run(tmp_path):
+    result = train(compose_train(tmp_path, "trainer.fast_dev_run=true"))
+    assert result["global_step"] == 1
+
+
+@pytest.mark.parametrize("layout", ["karpathy", "results_csv", "huggingface", "captions_txt"])
+def test_each_flickr30k_layout_trains_and_checkpoints(tmp_path, layout):
+    source = tmp_path / "source"
+    entries = tiny_shapes(source)
+    root = write_layout(tmp_path / layout, layout, entries, source / "images")
+
+    cfg = compose_train(
+        tmp_path,
+        "data=flickr30k",
+        f"data.root={root}",
+        "model.encoder.weights=null",
+        "data.min_word_frequency=1",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+    )
+    result = train(cfg)
+
+    assert result["global_step"] == 2
+    for name in ("best", "last"):
+        checkpoint = torch.load(tmp_path / "run" / "checkpoints" / f"{name}.ckpt", weights_only=True)
+        assert checkpoint["hyper_parameters"]["vocabulary"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+        assert checkpoint["encoder"]["weights"] is None
+        assert not any(key.startswith("encoder.") for key in checkpoint["state_dict"])
+
+
+def test_resume_continues_the_run(tmp_path):
+    # 8 training images x 5 captions / batch 4 = 10 steps per epoch
+    first = train(compose_train(tmp_path, "trainer.max_epochs=1", "logger={}"))
+    assert first["global_step"] == 10
+    resumed = train(
+        compose_train(tmp_path, "trainer.max_epochs=2", f"ckpt_path={first['last_checkpoint']}", "logger={}")
+    )
+    assert resumed["global_step"] == 20
+    checkpoint = torch.load(resumed["last_checkpoint"], weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["lr_schedulers"][0]["last_epoch"] == 2
+
+
+def test_resume_from_a_missing_checkpoint_says_so(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train(compose_train(tmp_path, f"ckpt_path={tmp_path / 'missing.ckpt'}"))
+
+
+def test_validation_logs_losses_captions_and_an_attention_figure(tmp_path):
+    result = train(compose_train(tmp_path, "trainer.max_epochs=2", "trainer.limit_train_batches=2"))
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"tensors": 0, "images": 0})
+    events.Reload()
+    assert {"train/loss_epoch", "val/loss", "lr-Adam"} <= set(events.Tags()["scalars"])
+    assert "val/attention" in events.Tags()["images"]
+    assert "val/captions/text_summary" in events.Tags()["tensors"]
+    history = Path(result["history"]).read_text().splitlines()
+    assert history[0] == "epoch,step,train_loss,val_loss,lr" and len(history) == 3
+
+
+def test_sweep_runs_every_job_into_its_own_directory(tmp_path):
+    command = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "model.hidden_dim=8,16",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "trainer.max_epochs=1",
+        "trainer.max_steps=1",
+        "trainer.limit_val_batches=1",
+        *TINY_SHAPES,
+        *(override for override in TINY if not override.startswith("model.hidden_dim")),
+    ]
+    completed = subprocess.run(
+        command,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    jobs = sorted(path.name for path in (tmp_path / "sweep").iterdir() if path.is_dir())
+    assert jobs == ["0", "1"]
+    for job, hidden in zip(jobs, (8, 16)):
+        checkpoint = torch.load(tmp_path / "sweep" / job / "checkpoints" / "last.ckpt", weights_only=True)
+        assert checkpoint["hyper_parameters"]["hidden_dim"] == hidden
+        assert (tmp_path / "sweep" / job / "tensorboard").is_dir()
+    assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 1  # one cache, shared by both jobs
