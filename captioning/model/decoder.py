@@ -40,8 +40,9 @@ class AttentionDecoder(nn.Module):
         super().__init__()
         self.vocab_size = vocab_size
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        # A frozen encoder's features can have any scale (a random one's especially): normalise each region.
-        self.feature_norm = nn.LayerNorm(feature_dim)
+        # A frozen encoder's features can have any scale and offset (a random one's especially, whose regions
+        # differ by under 1% of their norm): standardise every channel with statistics learnt over the data.
+        self.feature_norm = nn.BatchNorm1d(feature_dim)
         self.attention = AdditiveAttention(feature_dim, hidden_dim, attention_dim)
         self.init_hidden = nn.Linear(feature_dim, hidden_dim)
         self.init_cell = nn.Linear(feature_dim, hidden_dim)
@@ -54,7 +55,7 @@ class AttentionDecoder(nn.Module):
         self.output = nn.Linear(hidden_dim, vocab_size)
 
     def _start(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.feature_norm(features)  # (B, R, D)
+        features = self.feature_norm(features.transpose(1, 2)).transpose(1, 2)  # (B, R, D)
         projected = self.attention.project_features(features)  # (B, R, A)
         mean_feature = features.mean(dim=1)  # (B, D)
         hidden = torch.tanh(self.init_hidden(mean_feature))  # (B, H)
