@@ -1,0 +1,118 @@
+"""Torch datasets: (image, caption) pairs for training, (image, all references) for evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+from captioning.data.feature_cache import open_feature_cache
+from captioning.data.images import load_image
+
+
+class CachedFeatures:
+    """Region features read from the memory-mapped cache: only the rows asked for are loaded."""
+
+    batch_key = "features"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._features: np.ndarray | None = None  # opened lazily, once per DataLoader worker
+
+    def __getitem__(self, image_index: int) -> torch.Tensor:
+        if self._features is None:
+            self._features = open_feature_cache(self.path)
+        return torch.from_numpy(self._features[image_index].astype(np.float32))  # (R, D)
+
+
+class ImagesOnTheFly:
+    """Transformed images, for a run that encodes every batch instead of reading a cache."""
+
+    batch_key = "images"
+
+    def __init__(self, paths: list[Path], transform: transforms.Compose) -> None:
+        self.paths = paths
+        self.transform = transform
+
+    def __getitem__(self, image_index: int) -> torch.Tensor:
+        return self.transform(load_image(self.paths[image_index]))  # (3, S, S)
+
+
+class CaptionPairs(Dataset):
+    """One sample per training caption: the image's input and the encoded caption."""
+
+    def __init__(self, image_indices: list[int], captions: list[list[int]], source: CachedFeatures | ImagesOnTheFly):
+        self.image_indices = image_indices
+        self.captions = [torch.tensor(caption) for caption in captions]
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"inputs": self.source[self.image_indices[index]], "caption": self.captions[index]}
+
+
+class ImageReferences(Dataset):
+    """One sample per image with every reference caption, encoded (for the loss) and raw (for the metrics)."""
+
+    def __init__(
+        self,
+        image_indices: list[int],
+        image_paths: list[str],
+        captions: list[list[list[int]]],
+        references: list[list[str]],
+        source: CachedFeatures | ImagesOnTheFly,
+    ) -> None:
+        self.image_indices = image_indices
+        self.image_paths = image_paths
+        self.captions = [[torch.tensor(caption) for caption in image] for image in captions]
+        self.references = references
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.image_indices)
+
+    def __getitem__(self, index: int) -> dict:
+        return {
+            "inputs": self.source[self.image_indices[index]],
+            "captions": self.captions[index],
+            "references": self.references[index],
+            "image_path": self.image_paths[index],
+        }
+
+
+class CollatePairs:
+    """Stacks inputs under the source's key and pads captions to (B, T) with `<pad>`."""
+
+    def __init__(self, batch_key: str, pad_id: int) -> None:
+        self.batch_key = batch_key
+        self.pad_id = pad_id
+
+    def __call__(self, samples: list[dict]) -> dict:
+        return {
+            self.batch_key: torch.stack([sample["inputs"] for sample in samples]),
+            "captions": pad_sequence([s["caption"] for s in samples], batch_first=True, padding_value=self.pad_id),
+        }
+
+
+class CollateReferences(CollatePairs):
+    """Stacks inputs and pads every image's references to (B, references, T) with `<pad>`."""
+
+    def __call__(self, samples: list[dict]) -> dict:
+        max_references = max(len(sample["captions"]) for sample in samples)
+        max_length = max(len(caption) for sample in samples for caption in sample["captions"])
+        captions = torch.full((len(samples), max_references, max_length), self.pad_id, dtype=torch.long)
+        for row, sample in enumerate(samples):
+            for column, caption in enumerate(sample["captions"]):
+                captions[row, column, : len(caption)] = caption
+        return {
+            self.batch_key: torch.stack([sample["inputs"] for sample in samples]),
+            "captions": captions,  # (B, references, T)
+            "references": [sample["references"] for sample in samples],
+            "image_paths": [sample["image_path"] for sample in samples],
+        }

@@ -1,0 +1,74 @@
+"""Cache of encoder features: each image is encoded once into a memory-mapped float16 file.
+
+The file name is a hash of everything that determines the features (the image list, the encoder weights
+and the image transform), so a change of any of them selects another file. A file only gets its final
+name once it is complete, so an interrupted build never leaves a cache that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from captioning.data.images import ImageFolderDataset
+
+log = logging.getLogger(__name__)
+
+
+def feature_cache_path(
+    cache_dir: str | Path, images: list[str], encoder_identity: str, transform_description: str
+) -> Path:
+    """Where the features of `images` (in this order) under this encoder and transform are cached."""
+    digest = hashlib.sha256()
+    for part in (encoder_identity, transform_description, *images):
+        digest.update(part.encode("utf-8") + b"\0")
+    return Path(cache_dir) / f"features-{digest.hexdigest()[:24]}.npy"
+
+
+def open_feature_cache(path: Path) -> np.ndarray:
+    """The cached features as a read-only memory map of shape (images, regions, feature_dim)."""
+    return np.load(path, mmap_mode="r")
+
+
+def build_feature_cache(
+    path: Path,
+    encoder: torch.nn.Module,
+    dataset: ImageFolderDataset,
+    metadata: dict,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    device: str = "cpu",
+) -> None:
+    """Encode every image of `dataset` into `path`, atomically, with a progress bar."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.partial-{os.getpid()}.npy")
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    encoder = encoder.to(device).to(memory_format=torch.channels_last)
+    features = None
+    written = 0
+    try:
+        with torch.inference_mode():
+            for images in tqdm(loader, desc=f"Encoding {len(dataset)} images", unit="batch"):
+                images = images.to(device, memory_format=torch.channels_last)
+                batch = encoder(images).to(torch.float16).cpu().numpy()  # (B, regions, 2048)
+                if features is None:
+                    shape = (len(dataset), *batch.shape[1:])
+                    features = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=shape)
+                features[written : written + len(batch)] = batch
+                written += len(batch)
+        features.flush()
+        del features
+        metadata_path = path.with_suffix(".json")
+        metadata_path.write_text(json.dumps(metadata, indent=1))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    log.info(f"Feature cache written: {path} ({written} images)")

@@ -1,0 +1,181 @@
+"""Built-in dataset that needs no download: coloured shapes at known places, captioned five ways.
+
+The images, captions and object boxes are generated deterministically from a seed and stored in the
+Karpathy layout (`dataset_shapes.json` + `images/`), so they go through the same reader as Flickr30k.
+Each image entry also carries `objects`: shape, colour, size and box [x0, y0, x1, y1] in pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+ANNOTATION_FILE = "dataset_shapes.json"
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 200, 30),
+    "purple": (140, 60, 180),
+}
+SIZES = {"small": 0.09, "large": 0.15}  # half-width as a share of the image side
+GRID = 3  # objects sit in distinct cells of a 3x3 grid
+POSITION_NAMES = {
+    (0, 0): "top left",
+    (1, 0): "top",
+    (2, 0): "top right",
+    (0, 1): "left",
+    (1, 1): "middle",
+    (2, 1): "right",
+    (0, 2): "bottom left",
+    (1, 2): "bottom",
+    (2, 2): "bottom right",
+}
+
+
+def _relation(first: dict, second: dict) -> str:
+    """Where `first` lies relative to `second`, along the axis where they are furthest apart."""
+    dx = first["center"][0] - second["center"][0]
+    dy = first["center"][1] - second["center"][1]
+    if abs(dx) >= abs(dy):
+        return "to the left of" if dx < 0 else "to the right of"
+    return "above" if dy < 0 else "below"
+
+
+def _long(obj: dict) -> str:
+    return f"{obj['size']} {obj['colour']} {obj['shape']}"
+
+
+def _short(obj: dict) -> str:
+    return f"{obj['colour']} {obj['shape']}"
+
+
+def describe(objects: list[dict]) -> list[str]:
+    """Five different captions naming the objects and their spatial relations."""
+    if len(objects) == 1:
+        (a,) = objects
+        where = POSITION_NAMES[a["cell"]]
+        return [
+            f"a {_long(a)}",
+            f"a {_short(a)} in the {where}",
+            f"a {_long(a)} in the {where}",
+            f"there is a {_short(a)}",
+            f"one {_long(a)} on a white background",
+        ]
+    if len(objects) == 2:
+        a, b = objects
+        return [
+            f"a {_long(a)} {_relation(a, b)} a {_long(b)}",
+            f"a {_long(b)} {_relation(b, a)} a {_long(a)}",
+            f"a {_short(a)} {_relation(a, b)} a {_short(b)}",
+            f"a {_short(a)} and a {_short(b)}",
+            f"two shapes : a {_long(a)} and a {_long(b)}",
+        ]
+    a, b, c = objects
+    return [
+        f"a {_short(a)} , a {_short(b)} and a {_short(c)}",
+        f"a {_long(a)} {_relation(a, b)} a {_long(b)}",
+        f"a {_short(b)} {_relation(b, c)} a {_short(c)}",
+        f"a {_short(c)} {_relation(c, a)} a {_short(a)}",
+        f"three shapes : a {_long(a)} , a {_long(b)} and a {_long(c)}",
+    ]
+
+
+def _random_objects(rng: random.Random, image_size: int) -> list[dict]:
+    cell_size = image_size / GRID
+    cells = rng.sample(sorted(POSITION_NAMES), rng.randint(1, 3))
+    objects = []
+    for cell in cells:
+        size = rng.choice(sorted(SIZES))
+        half = SIZES[size] * image_size
+        slack = cell_size / 2 - half
+        cx = (cell[0] + 0.5) * cell_size + rng.uniform(-slack, slack)
+        cy = (cell[1] + 0.5) * cell_size + rng.uniform(-slack, slack)
+        box = [round(cx - half), round(cy - half), round(cx + half), round(cy + half)]
+        objects.append(
+            {
+                "shape": rng.choice(SHAPES),
+                "colour": rng.choice(sorted(COLOURS)),
+                "size": size,
+                "cell": cell,
+                "center": (cx, cy),
+                "box": box,
+            }
+        )
+    objects.sort(key=lambda obj: obj["center"][0])  # captions mention objects from left to right
+    return objects
+
+
+def _draw(objects: list[dict], image_size: int) -> Image.Image:
+    image = Image.new("RGB", (image_size, image_size), (250, 250, 250))
+    draw = ImageDraw.Draw(image)
+    for obj in objects:
+        x0, y0, x1, y1 = obj["box"]
+        colour = COLOURS[obj["colour"]]
+        if obj["shape"] == "circle":
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        elif obj["shape"] == "square":
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+        else:
+            draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=colour)
+    return image
+
+
+def generate_shapes_dataset(
+    root: str | Path,
+    num_images: int = 1500,
+    val_images: int = 150,
+    test_images: int = 150,
+    seed: int = 0,
+    image_size: int = 224,
+) -> Path:
+    """Write the dataset into `root` unless the same one is already there; returns the annotation file."""
+    root = Path(root)
+    annotation_path = root / ANNOTATION_FILE
+    settings = {
+        "version": GENERATOR_VERSION,
+        "num_images": num_images,
+        "val_images": val_images,
+        "test_images": test_images,
+        "seed": seed,
+        "image_size": image_size,
+    }
+    if annotation_path.is_file():
+        if json.loads(annotation_path.read_text()).get("generator") == settings:
+            return annotation_path
+        log.info(f"Regenerating {root}: its settings differ from {settings}")
+    if num_images < val_images + test_images + 1:
+        raise ValueError(f"num_images={num_images} leaves no training image after the val and test splits")
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    entries = []
+    for index in tqdm(range(num_images), desc=f"Generating the shapes dataset in {root}", unit="image"):
+        objects = _random_objects(rng, image_size)
+        filename = f"shapes_{index:05d}.png"
+        _draw(objects, image_size).save(root / "images" / filename)
+        split = "test" if index < test_images else "val" if index < test_images + val_images else "train"
+        entries.append(
+            {
+                "filename": filename,
+                "imgid": index,
+                "split": split,
+                "sentences": [{"raw": caption, "tokens": caption.split()} for caption in describe(objects)],
+                "objects": [
+                    {key: obj[key] for key in ("shape", "colour", "size", "box")} for obj in objects
+                ],
+            }
+        )
+    partial = annotation_path.with_suffix(".partial")
+    partial.write_text(json.dumps({"dataset": "shapes", "generator": settings, "images": entries}))
+    os.replace(partial, annotation_path)  # written last: its presence means the dataset is complete
+    return annotation_path

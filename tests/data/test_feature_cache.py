@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import torch
+
+from captioning.data import datamodule as datamodule_module
+from captioning.data.datamodule import CaptionDataModule
+from captioning.data.feature_cache import open_feature_cache
+from captioning.data.images import ImageFolderDataset
+from captioning.model.encoder import ResNet50Encoder
+
+
+def make_datamodule(root, cache_dir, **overrides) -> CaptionDataModule:
+    settings = dict(
+        root=str(root), feature_cache_dir=str(cache_dir), encoder_weights=None, image_size=64,
+        num_workers=0, min_word_frequency=1, encode_batch_size=4,
+    )
+    return CaptionDataModule(**{**settings, **overrides})
+
+
+def test_cache_holds_the_encoder_features_memory_mapped(shapes_root, tmp_path):
+    datamodule = make_datamodule(shapes_root, tmp_path)
+    datamodule.prepare_data()
+
+    features = open_feature_cache(datamodule.feature_cache_path)
+    assert isinstance(features, np.memmap)  # read lazily from disk, never loaded whole
+    assert features.dtype == np.float16 and features.shape == (12, 4, 2048)  # 64x64 -> 2x2 regions
+    images = torch.stack([ImageFolderDataset([shapes_root / i for i in datamodule.images], datamodule.transform)[k]
+                          for k in (0, 5)])
+    with torch.no_grad():
+        expected = ResNet50Encoder(None)(images)
+    torch.testing.assert_close(torch.from_numpy(features[[0, 5]].astype(np.float32)), expected, rtol=2e-3, atol=1e-2)
+
+
+def test_cache_is_reused_by_a_later_run(shapes_root, tmp_path, monkeypatch):
+    make_datamodule(shapes_root, tmp_path).prepare_data()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cache was rebuilt")
+
+    monkeypatch.setattr(datamodule_module, "build_feature_cache", fail)
+    make_datamodule(shapes_root, tmp_path).prepare_data()  # same images, encoder and transform: no rebuild
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"image_size": 96}, {"encoder_weights": "IMAGENET1K_V2"}, {"encoder_random_init_seed": 1}],
+)
+def test_cache_key_changes_with_encoder_and_transform(shapes_root, tmp_path, change):
+    assert make_datamodule(shapes_root, tmp_path).feature_cache_path != (
+        make_datamodule(shapes_root, tmp_path, **change).feature_cache_path
+    )
+
+
+def test_cache_key_changes_with_the_image_list(shapes_root, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shapes_root, copy)
+    before = make_datamodule(copy, tmp_path).feature_cache_path
+    (copy / "images" / "shapes_00011.png").unlink()  # its captions are then skipped as missing
+    assert make_datamodule(copy, tmp_path).feature_cache_path != before
+
+
+def test_interrupted_build_leaves_no_complete_looking_cache(shapes_root, tmp_path, monkeypatch):
+    calls = {"count": 0}
+    original = ResNet50Encoder.forward
+
+    def crash_on_second_batch(self, images):
+        calls["count"] += 1
+        if calls["count"] == 2:
+            raise KeyboardInterrupt
+        return original(self, images)
+
+    monkeypatch.setattr(ResNet50Encoder, "forward", crash_on_second_batch)
+    datamodule = make_datamodule(shapes_root, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        datamodule.prepare_data()
+    assert not datamodule.feature_cache_path.exists()
+    assert list(tmp_path.glob("*.npy")) == []
+
+    # A partial file left by a killed process is not taken for a cache either: the next run rebuilds.
+    monkeypatch.setattr(ResNet50Encoder, "forward", original)
+    datamodule.feature_cache_path.with_name(datamodule.feature_cache_path.stem + ".partial-999.npy").write_bytes(b"x")
+    datamodule.prepare_data()
+    assert open_feature_cache(datamodule.feature_cache_path).shape[0] == 12
