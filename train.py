@@ -9,11 +9,13 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from captioning.checkpoints import checkpoint_vocabulary, read_checkpoint
 from captioning.errors import CaptioningError
+from captioning.evaluation.run import evaluate_checkpoint
 from captioning.history import LossHistory
+from captioning.run_config import RunConfigInCheckpoint
 
 log = logging.getLogger("train")
 
@@ -26,6 +28,7 @@ def train(cfg: DictConfig) -> dict:
         datamodule.vocabulary = checkpoint_vocabulary(read_checkpoint(cfg.ckpt_path))
     model = instantiate(cfg.model, vocabulary=datamodule.vocabulary.tokens, _convert_="all")
     callbacks = [instantiate(callback) for callback in cfg.get("callbacks", {}).values()]
+    callbacks.append(RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
     loggers = [instantiate(logger) for logger in cfg.get("logger", {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -48,6 +51,17 @@ def train(cfg: DictConfig) -> dict:
     log.info(f"Last checkpoint:  {result['last_checkpoint']}")
     log.info(f"Loss history:     {result['history']}")
     log.info(f"TensorBoard logs: tensorboard --logdir {output_dir.parent}")
+    if cfg.get("evaluate_after") and result["best_checkpoint"]:
+        evaluation = cfg.evaluate_after
+        result["evaluation"] = evaluate_checkpoint(
+            result["best_checkpoint"],
+            output_dir / "evaluation",
+            split=evaluation.split,
+            beam_size=evaluation.beam_size,
+            loss_samples=evaluation.loss_samples,
+            num_figures=evaluation.num_figures,
+            logger=next((logger for logger in loggers if hasattr(logger, "experiment")), None),
+        )
     return result
 
 

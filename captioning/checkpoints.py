@@ -8,6 +8,8 @@ import torch
 
 from captioning.data.vocabulary import Vocabulary
 from captioning.errors import CheckpointError
+from captioning.model.encoder import ResNet50Encoder
+from captioning.model.lightning_module import CaptioningModule
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -33,3 +35,28 @@ def checkpoint_vocabulary(checkpoint: dict) -> Vocabulary:
         return Vocabulary(checkpoint["hyper_parameters"]["vocabulary"])
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError("The checkpoint holds no vocabulary: it was not written by train.py.") from error
+
+
+def load_captioner(checkpoint: dict) -> CaptioningModule:
+    """Rebuild the trained model of a checkpoint (its encoder from torchvision, by name), in eval mode."""
+    try:
+        encoder_settings = checkpoint["encoder"]
+        hyper_parameters = dict(checkpoint["hyper_parameters"])
+    except KeyError as error:
+        raise CheckpointError(f"The checkpoint lacks {error}: it was not written by train.py.") from error
+    encoder = ResNet50Encoder(encoder_settings["weights"], encoder_settings["random_init_seed"])
+    module = CaptioningModule(encoder, **hyper_parameters)
+    module.on_load_checkpoint(checkpoint)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(f"The checkpoint's weights do not fit its model: {str(error)[:300]}") from error
+    return module.eval()
+
+
+def checkpoint_data_config(checkpoint: dict) -> dict:
+    """The data configuration the checkpoint was trained with (as saved by train.py)."""
+    config = checkpoint.get("run_config", {}).get("data")
+    if not config:
+        raise CheckpointError("The checkpoint holds no data configuration: it was not written by train.py.")
+    return config

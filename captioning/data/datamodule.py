@@ -191,8 +191,12 @@ class CaptionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, self._collate(CollatePairs), shuffle=True)
 
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Each image of `split` once, with all its references, in a fixed order."""
+        return self._loader(split, self.eval_batch_size, self._collate(CollateReferences), shuffle=False)
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, self._collate(CollateReferences), shuffle=False)
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, self._collate(CollateReferences), shuffle=False)
+        return self.eval_dataloader("test")

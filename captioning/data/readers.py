@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from captioning.data.images import IMAGE_SUFFIXES
 from captioning.errors import DatasetFormatError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Sizes of the held-out splits of a layout that has none, as in the Karpathy split of Flickr30k.
 DEFAULT_TEST_IMAGES = 1000
 DEFAULT_VAL_IMAGES = 1014
@@ -38,10 +38,7 @@ class AnnotationTable:
     def describe_malformed(self, limit: int = 5) -> str:
         lines = ", ".join(str(n) for n in self.malformed_lines[:limit])
         more = " ..." if len(self.malformed_lines) > limit else ""
-        return (
-            f"{self.annotation_file.name}: skipped {len(self.malformed_lines)} malformed row(s) "
-            f"(line {lines}{more})"
-        )
+        return f"{self.annotation_file.name}: skipped {len(self.malformed_lines)} malformed row(s) (line {lines}{more})"
 
 
 def _karpathy_files(root: Path) -> list[Path]:
@@ -88,9 +85,7 @@ def read_annotations(root: str | Path, format: str = "auto") -> AnnotationTable:
         "captions_txt": read_captions_txt,
     }
     if format not in readers:
-        raise DatasetFormatError(
-            f"Unknown data.format={format!r}: use auto or one of {', '.join(readers)}."
-        )
+        raise DatasetFormatError(f"Unknown data.format={format!r}: use auto or one of {', '.join(readers)}.")
     table = readers[format](root)
     if table.malformed_lines:
         log.warning(table.describe_malformed())

@@ -170,12 +170,21 @@ def generate_shapes_dataset(
                 "imgid": index,
                 "split": split,
                 "sentences": [{"raw": caption, "tokens": caption.split()} for caption in describe(objects)],
-                "objects": [
-                    {key: obj[key] for key in ("shape", "colour", "size", "box")} for obj in objects
-                ],
+                "objects": [{key: obj[key] for key in ("shape", "colour", "size", "box")} for obj in objects],
             }
         )
     partial = annotation_path.with_suffix(".partial")
     partial.write_text(json.dumps({"dataset": "shapes", "generator": settings, "images": entries}))
     os.replace(partial, annotation_path)  # written last: its presence means the dataset is complete
     return annotation_path
+
+
+def load_object_boxes(root: str | Path) -> tuple[dict[str, list[dict]], int] | None:
+    """The objects of every image of a shapes dataset, keyed by file name, and the image size; None if
+    `root` holds no shapes dataset."""
+    annotation_path = Path(root) / ANNOTATION_FILE
+    if not annotation_path.is_file():
+        return None
+    dataset = json.loads(annotation_path.read_text())
+    objects = {entry["filename"]: entry["objects"] for entry in dataset["images"]}
+    return objects, dataset["generator"]["image_size"]

@@ -11,8 +11,13 @@ from captioning.model.encoder import ResNet50Encoder
 
 def make_datamodule(root, cache_dir, **overrides) -> CaptionDataModule:
     settings = dict(
-        root=str(root), feature_cache_dir=str(cache_dir), encoder_weights=None, image_size=64,
-        num_workers=0, min_word_frequency=1, encode_batch_size=4,
+        root=str(root),
+        feature_cache_dir=str(cache_dir),
+        encoder_weights=None,
+        image_size=64,
+        num_workers=0,
+        min_word_frequency=1,
+        encode_batch_size=4,
     )
     return CaptionDataModule(**{**settings, **overrides})
 
@@ -24,8 +29,9 @@ def test_cache_holds_the_encoder_features_memory_mapped(shapes_root, tmp_path):
     features = open_feature_cache(datamodule.feature_cache_path)
     assert isinstance(features, np.memmap)  # read lazily from disk, never loaded whole
     assert features.dtype == np.float16 and features.shape == (12, 4, 2048)  # 64x64 -> 2x2 regions
-    images = torch.stack([ImageFolderDataset([shapes_root / i for i in datamodule.images], datamodule.transform)[k]
-                          for k in (0, 5)])
+    images = torch.stack(
+        [ImageFolderDataset([shapes_root / i for i in datamodule.images], datamodule.transform)[k] for k in (0, 5)]
+    )
     with torch.no_grad():
         expected = ResNet50Encoder(None)(images)
     torch.testing.assert_close(torch.from_numpy(features[[0, 5]].astype(np.float32)), expected, rtol=2e-3, atol=1e-2)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from captioning.data.readers import deterministic_split, detect_format, read_annotations
+from captioning.data.readers import detect_format, deterministic_split, read_annotations
 from captioning.errors import DatasetFormatError, DatasetNotFoundError
 from tests.layouts import LAYOUTS, write_layout
 
@@ -98,10 +98,7 @@ def test_captions_txt_keeps_commas_and_quotes(tmp_path, shapes_root, shapes_entr
     root = write_layout(tmp_path, "captions_txt", shapes_entries, shapes_root / "images")
     name = shapes_entries[0]["filename"]
     (root / "captions.txt").write_text(
-        "image,caption\n"
-        f'{name},"A man, in a hat, says ""hello"" ."\n'
-        f"{name},A dog, unquoted, runs .\n"
-        "no-comma-here\n"
+        f'image,caption\n{name},"A man, in a hat, says ""hello"" ."\n{name},A dog, unquoted, runs .\nno-comma-here\n'
     )
     table = read_annotations(root)
     assert table.captions["caption"].tolist() == ['A man, in a hat, says "hello" .', "A dog, unquoted, runs ."]

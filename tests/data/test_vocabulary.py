@@ -24,8 +24,13 @@ def test_encode_decode_round_trip():
 def test_unknown_words_and_truncation():
     vocabulary = Vocabulary.build(["a red circle"], min_frequency=1)
     ids = vocabulary.encode("a green circle above a red circle", max_length=3)
-    assert ids == [vocabulary.bos_id, vocabulary.index["a"], vocabulary.unk_id, vocabulary.index["circle"],
-                   vocabulary.eos_id]
+    assert ids == [
+        vocabulary.bos_id,
+        vocabulary.index["a"],
+        vocabulary.unk_id,
+        vocabulary.index["circle"],
+        vocabulary.eos_id,
+    ]
 
 
 def test_detokenize_attaches_punctuation():

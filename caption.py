@@ -1,0 +1,36 @@
+"""Caption any image: python caption.py ckpt=outputs/<run>/checkpoints/best.ckpt image=photo.jpg|folder."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig
+
+from captioning.errors import CaptioningError
+from captioning.evaluation.captioner import caption_images, find_images
+
+log = logging.getLogger("caption")
+
+
+def caption(cfg: DictConfig) -> list[dict]:
+    images = find_images(Path(to_absolute_path(cfg.image)))
+    results = caption_images(to_absolute_path(cfg.ckpt), images, cfg.beam_size, Path(cfg.paths.output_dir))
+    log.info(f"Attention figures in {Path(cfg.paths.output_dir) / 'attention'}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="caption")
+def main(cfg: DictConfig) -> None:
+    try:
+        caption(cfg)
+    except CaptioningError as error:
+        log.error(str(error))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Caption images of the user's own: any size and mode, one caption and one attention figure each."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from captioning.checkpoints import checkpoint_data_config, load_captioner, read_checkpoint
+from captioning.data.images import IMAGE_SUFFIXES, image_transform, load_image
+from captioning.errors import DatasetNotFoundError
+from captioning.evaluation.report import save_attention_figure
+
+log = logging.getLogger(__name__)
+
+
+def find_images(path: Path) -> list[Path]:
+    """`path` itself, or the images of the folder `path` (sorted)."""
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DatasetNotFoundError(f"No image ({', '.join(IMAGE_SUFFIXES)}) in folder {path}.")
+        return images
+    if not path.is_file():
+        raise DatasetNotFoundError(f"Image {path} does not exist: pass image=<file or folder>.")
+    return [path]
+
+
+@torch.no_grad()
+def caption_images(checkpoint_path: str | Path, images: list[Path], beam_size: int, output_dir: Path) -> list[dict]:
+    """Caption each image with beam search; write its attention figure; return image, caption, figure."""
+    checkpoint = read_checkpoint(checkpoint_path)
+    module = load_captioner(checkpoint)
+    transform = image_transform(checkpoint_data_config(checkpoint).get("image_size", 224))
+    results = []
+    for path in images:
+        try:
+            pixels = transform(load_image(path)).unsqueeze(0)  # (1, 3, S, S)
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+            log.warning(f"Skipped {path}: not a readable image ({error})")
+            continue
+        generation = module.generate(module.encoder(pixels), beam_size)
+        words = module.vocabulary.words(generation.tokens[0].tolist())
+        figure = save_attention_figure(
+            path, words, generation.attention[0, : len(words)].tolist(), output_dir / "attention" / f"{path.stem}.png"
+        )
+        results.append({"image": str(path), "caption": " ".join(words), "figure": str(figure)})
+        print(f"{path}: {module.vocabulary.decode(generation.tokens[0].tolist())}")
+    return results

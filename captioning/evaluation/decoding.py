@@ -1,0 +1,71 @@
+"""Captioning a whole split: generated caption, references and per-word attention of every image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from captioning.model.lightning_module import CaptioningModule
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+
+
+@torch.no_grad()
+def decode_images(
+    module: CaptioningModule,
+    loader: DataLoader,
+    beam_size: int,
+    root: Path,
+    blind: bool = False,
+) -> list[dict]:
+    """One record per image: `image` (path under `root`), `generated` (its words joined by spaces),
+    `references` and `attention` (one row of region weights per generated word).
+
+    `blind` captions each image from its neighbour's features in the batch: the score of a model that
+    ignores the image it is given.
+    """
+    predictions = []
+    for batch in tqdm(loader, desc=f"Captioning (beam {beam_size})", unit="batch"):
+        features = module.region_features(_to_device(batch, module.device))  # (B, R, D)
+        if blind:
+            features = features.roll(1, dims=0)
+        generation = module.generate(features, beam_size)
+        for tokens, attention, references, path in zip(
+            generation.tokens.tolist(), generation.attention.float().cpu(), batch["references"], batch["image_paths"]
+        ):
+            words = module.vocabulary.words(tokens)
+            predictions.append(
+                {
+                    "image": Path(path).relative_to(root).as_posix(),
+                    "generated": " ".join(words),
+                    "references": list(references),
+                    "attention": attention[: len(words)].tolist(),
+                }
+            )
+    return predictions
+
+
+@torch.no_grad()
+def caption_loss(
+    module: CaptioningModule, dataset: torch.utils.data.Dataset, pairs: list[tuple[int, int]], batch_size: int = 64
+) -> float:
+    """Mean cross-entropy per word over (image position, reference index) `pairs` of an ImageReferences set."""
+    total, words = 0.0, 0
+    for start in tqdm(range(0, len(pairs), batch_size), desc=f"Loss on {len(pairs)} captions", unit="batch"):
+        chunk = pairs[start : start + batch_size]
+        features = torch.stack([dataset.source[dataset.image_indices[image]] for image, _ in chunk])
+        captions = torch.nn.utils.rnn.pad_sequence(
+            [dataset.captions[image][reference] for image, reference in chunk],
+            batch_first=True,
+            padding_value=module.vocabulary.pad_id,
+        )
+        batch = {dataset.source.batch_key: features.to(module.device)}
+        loss, count = module.caption_loss(module.region_features(batch), captions.to(module.device))
+        total += loss.item() * count
+        words += count
+    return total / max(words, 1)

@@ -1,0 +1,47 @@
+"""Evaluate a trained captioner: python evaluate.py ckpt=outputs/<run>/checkpoints/best.ckpt [eval.beam_size=3]."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.utils import instantiate, to_absolute_path
+from omegaconf import DictConfig
+
+from captioning.errors import CaptioningError
+from captioning.evaluation.run import evaluate_checkpoint
+
+log = logging.getLogger("evaluate")
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate `cfg.ckpt` as `cfg.eval` says, writing into `cfg.paths.output_dir`."""
+    loggers = [instantiate(logger) for logger in cfg.get("logger", {}).values()]
+    data_overrides = {key: value for key, value in cfg.data.items() if value is not None}
+    return evaluate_checkpoint(
+        to_absolute_path(cfg.ckpt),
+        cfg.paths.output_dir,
+        split=cfg.eval.split,
+        beam_size=cfg.eval.beam_size,
+        loss_samples=cfg.eval.loss_samples,
+        data_overrides=data_overrides,
+        num_samples=cfg.eval.num_samples,
+        num_figures=cfg.eval.num_figures,
+        blind=cfg.eval.blind,
+        seed=cfg.eval.seed,
+        logger=loggers[0] if loggers else None,
+    )
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except CaptioningError as error:
+        log.error(str(error))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""evaluate.py and caption.py from checkpoints made by tiny training runs in the test."""
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from caption import caption
+from captioning.errors import CheckpointError, DatasetNotFoundError
+from evaluate import evaluate
+from tests.layouts import tiny_shapes
+from tests.test_train import PROJECT, compose_train
+from train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A checkpoint of a 2-epoch run on tiny shapes images encoded at 224x224 (7x7 regions)."""
+    tmp_path = tmp_path_factory.mktemp("trained")
+    result = train(compose_train(tmp_path, "data.image_size=224", "trainer.max_epochs=2", "logger={}"))
+    return Path(result["best_checkpoint"])
+
+
+def compose_evaluate(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
+        return compose(
+            "evaluate", overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'eval'}", *overrides]
+        )
+
+
+def test_evaluate_writes_metrics_predictions_samples_and_figures(trained, tmp_path):
+    result = evaluate(
+        compose_evaluate(tmp_path, f"ckpt={trained}", "eval.beam_size=2", "eval.loss_samples=7", "eval.num_figures=2")
+    )
+    out = tmp_path / "eval"
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "test_loss",
+        "test_loss_full",
+        "bleu_1",
+        "bleu_2",
+        "bleu_3",
+        "bleu_4",
+        "meteor",
+        "rouge_l",
+        "cider",
+        "grounding",
+        "grounding_chance",
+        "num_images",
+        "beam_size",
+        "checkpoint",
+        "split",
+    ):
+        assert key in metrics, key
+    assert metrics["num_images"] == 2 and metrics["beam_size"] == 2 and metrics["split"] == "test"
+    assert metrics["loss_samples"] == 7 and metrics["test_loss"] > 0 and metrics["test_loss_full"] > 0
+    assert metrics == result["metrics"]
+
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert len(predictions) == 2
+    for prediction in predictions:
+        assert len(prediction["references"]) == 5
+        assert len(prediction["attention"]) == len(prediction["generated"].split())  # one row per word
+        for row in prediction["attention"]:
+            assert len(row) == 49 and abs(sum(row) - 1) < 1e-5
+    assert (out / "samples.md").read_text().startswith("| image | generated | ground truth |")
+    figures = sorted((out / "attention").glob("*.png"))
+    assert len(figures) == 2 and all(Image.open(figure).size[0] > 200 for figure in figures)
+    assert (out / "tensorboard").is_dir()
+
+
+def test_test_loss_sample_is_deterministic(trained, tmp_path):
+    first = evaluate(compose_evaluate(tmp_path / "a", f"ckpt={trained}", "eval.loss_samples=3", "logger={}"))
+    second = evaluate(compose_evaluate(tmp_path / "b", f"ckpt={trained}", "eval.loss_samples=3", "logger={}"))
+    assert first["metrics"]["test_loss"] == second["metrics"]["test_loss"]
+
+
+def test_evaluate_refuses_a_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        evaluate(compose_evaluate(tmp_path, f"ckpt={tmp_path / 'nope.ckpt'}"))
+
+
+def test_caption_any_image_mode_and_size(trained, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("L", (300, 120), 128).save(folder / "gray.png")
+    Image.new("RGBA", (50, 80), (200, 10, 10, 100)).save(folder / "rgba.png")
+    Image.new("CMYK", (640, 480), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "caption",
+            overrides=[
+                f"ckpt={trained}",
+                f"image={folder}",
+                "beam_size=2",
+                f"paths.root_dir={tmp_path}",
+                f"paths.output_dir={tmp_path / 'out'}",
+            ],
+        )
+    results = caption(cfg)
+    assert [Path(result["image"]).name for result in results] == ["cmyk.jpg", "gray.png", "rgba.png"]
+    for result in results:
+        assert Path(result["figure"]).is_file()
+    cfg.image = str(tmp_path / "missing.jpg")
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        caption(cfg)
+
+
+def test_a_model_that_overfits_a_few_images_gets_bleu4_above_0_9(tmp_path):
+    source = tmp_path / "source"
+    entries = tiny_shapes(source, num_images=8)[:4]
+    root = tmp_path / "overfit"
+    (root / "images").mkdir(parents=True)
+    images = []
+    for entry in entries:
+        (root / "images" / entry["filename"]).write_bytes((source / "images" / entry["filename"]).read_bytes())
+        # One caption per image, each image in train (repeated: more steps per epoch) and again in test, so
+        # that evaluation is on the training images.
+        sentences = entry["sentences"][:1]
+        images += [dict(entry, split="train", sentences=sentences)] * 30 + [
+            dict(entry, split="test", sentences=sentences)
+        ]
+    (root / "dataset_overfit.json").write_text(json.dumps({"images": images}))
+
+    result = train(
+        compose_train(
+            tmp_path,
+            "data=flickr30k",
+            f"data.root={root}",
+            "model.encoder.weights=null",
+            "data.min_word_frequency=1",
+            "model.dropout=0",
+            "model.lr=0.01",
+            "model.hidden_dim=64",
+            "model.embed_dim=32",
+            "model.attention_dim=32",
+            "trainer.max_epochs=10",
+            "+trainer.check_val_every_n_epoch=10",
+            "logger={}",
+            "data.batch_size=8",
+        )
+    )
+    evaluation = evaluate(
+        compose_evaluate(
+            tmp_path, f"ckpt={result['last_checkpoint']}", "eval.beam_size=3", "eval.split=test", "logger={}"
+        )
+    )
+    assert evaluation["metrics"]["bleu_4"] > 0.9
