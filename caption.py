@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-from captioning.errors import CaptioningError
+from captioning.cli import run_entry_point
 from captioning.evaluation.captioner import caption_images, find_images
 
 log = logging.getLogger("caption")
@@ -25,11 +24,7 @@ def caption(cfg: DictConfig) -> list[dict]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="caption")
 def main(cfg: DictConfig) -> None:
-    try:
-        caption(cfg)
-    except CaptioningError as error:
-        log.error(str(error))
-        sys.exit(1)
+    run_entry_point(caption, cfg, "caption")
 
 
 if __name__ == "__main__":

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import hydra
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
 
-from captioning.errors import CaptioningError
+from captioning.cli import run_entry_point
 from captioning.evaluation.run import evaluate_checkpoint
-
-log = logging.getLogger("evaluate")
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -36,11 +31,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except CaptioningError as error:
-        log.error(str(error))
-        sys.exit(1)
+    run_entry_point(evaluate, cfg, "evaluate")
 
 
 if __name__ == "__main__":

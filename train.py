@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -12,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from captioning.checkpoints import checkpoint_vocabulary, read_checkpoint
-from captioning.errors import CaptioningError
+from captioning.cli import run_entry_point
 from captioning.evaluation.run import evaluate_checkpoint
 from captioning.history import LossHistory
 from captioning.run_config import RunConfigInCheckpoint
@@ -67,11 +66,7 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
-        train(cfg)
-    except CaptioningError as error:
-        log.error(str(error))
-        sys.exit(1)
+    run_entry_point(train, cfg, "train")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ class CaptionDataModule(L.LightningDataModule):
         )
         return captions
 
-    @property
+    @functools.cached_property
     def images(self) -> list[str]:
         """Every image of the dataset (relative paths), in image_index order: the rows of the feature cache."""
         return sorted(self.captions["image"].unique())
@@ -153,6 +153,8 @@ class CaptionDataModule(L.LightningDataModule):
         return ImagesOnTheFly([self.root / image for image in self.images], self.transform)
 
     def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return  # already set up (Lightning calls setup once per stage)
         source = self._source()
         vocabulary = self.vocabulary
         encode = functools.partial(vocabulary.encode, max_length=self.max_caption_length)

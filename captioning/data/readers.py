@@ -178,9 +178,9 @@ def _is_image_name(name: str) -> bool:
     return bool(name) and name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def read_results_csv(root: Path) -> AnnotationTable:
-    """Kaggle's pipe-separated `results.csv` (`image_name| comment_number| comment`, space padded)."""
-    path = _require(root / "results.csv", "Kaggle results.csv")
+def _parse_lines(path: Path, parse_row) -> tuple[list[tuple[str, str]], list[int]]:
+    """(image, caption) pairs of the rows after the header that `parse_row` accepts, and the line numbers
+    of those it rejects (returns None for)."""
     pairs: list[tuple[str, str]] = []
     malformed: list[int] = []
     with path.open(encoding="utf-8", errors="replace") as lines:
@@ -188,32 +188,40 @@ def read_results_csv(root: Path) -> AnnotationTable:
         for line_number, line in enumerate(lines, 2):
             if not line.strip():
                 continue
-            parts = [part.strip() for part in line.rstrip("\r\n").split("|", 2)]
-            if len(parts) != 3 or not _is_image_name(parts[0]) or not parts[1].isdigit() or not parts[2]:
+            pair = parse_row(line.rstrip("\r\n"))
+            if pair is None or not _is_image_name(pair[0]) or not pair[1]:
                 malformed.append(line_number)
-                continue
-            pairs.append((parts[0], parts[2]))
+            else:
+                pairs.append(pair)
+    return pairs, malformed
+
+
+def _results_row(line: str) -> tuple[str, str] | None:
+    parts = [part.strip() for part in line.split("|", 2)]
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], parts[2]
+
+
+def _captions_txt_row(line: str) -> tuple[str, str]:
+    image, _, caption = line.partition(",")
+    caption = caption.strip()
+    if caption.startswith('"'):
+        caption = next(csv.reader([caption]))[0].strip()
+    return image.strip(), caption
+
+
+def read_results_csv(root: Path) -> AnnotationTable:
+    """Kaggle's pipe-separated `results.csv` (`image_name| comment_number| comment`, space padded)."""
+    path = _require(root / "results.csv", "Kaggle results.csv")
+    pairs, malformed = _parse_lines(path, _results_row)
     return _with_split(root, pairs, path, "results_csv", malformed, ("flickr30k_images", "images"))
 
 
 def read_captions_txt(root: Path) -> AnnotationTable:
     """Kaggle's comma-separated `captions.txt` (`image,caption`); captions may hold commas and quotes."""
     path = _require(root / "captions.txt", "Kaggle captions.txt")
-    pairs: list[tuple[str, str]] = []
-    malformed: list[int] = []
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        next(lines, None)  # header
-        for line_number, line in enumerate(lines, 2):
-            if not line.strip():
-                continue
-            image, _, caption = line.rstrip("\r\n").partition(",")
-            caption = caption.strip()
-            if caption.startswith('"'):
-                caption = next(csv.reader([caption]))[0].strip()
-            if not _is_image_name(image.strip()) or not caption:
-                malformed.append(line_number)
-                continue
-            pairs.append((image.strip(), caption))
+    pairs, malformed = _parse_lines(path, _captions_txt_row)
     return _with_split(root, pairs, path, "captions_txt", malformed, ("Images", "images", "flickr30k_images"))
 
 

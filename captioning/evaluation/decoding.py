@@ -52,20 +52,28 @@ def decode_images(
 
 @torch.no_grad()
 def caption_loss(
-    module: CaptioningModule, dataset: torch.utils.data.Dataset, pairs: list[tuple[int, int]], batch_size: int = 64
+    module: CaptioningModule,
+    dataset: torch.utils.data.Dataset,
+    pairs: list[tuple[int, int]],
+    batch_size: int = 64,
+    blind: bool = False,
 ) -> float:
-    """Mean cross-entropy per word over (image position, reference index) `pairs` of an ImageReferences set."""
+    """Mean cross-entropy per word over (image position, reference index) `pairs` of an ImageReferences set;
+    `blind` scores each caption against the features of the image before its own in the split."""
     total, words = 0.0, 0
     for start in tqdm(range(0, len(pairs), batch_size), desc=f"Loss on {len(pairs)} captions", unit="batch"):
         chunk = pairs[start : start + batch_size]
-        features = torch.stack([dataset.source[dataset.image_indices[image]] for image, _ in chunk])
+        shift = 1 if blind else 0
+        features = torch.stack(
+            [dataset.source[dataset.image_indices[(image - shift) % len(dataset)]] for image, _ in chunk]
+        )  # (N, R, D)
         captions = torch.nn.utils.rnn.pad_sequence(
             [dataset.captions[image][reference] for image, reference in chunk],
             batch_first=True,
             padding_value=module.vocabulary.pad_id,
         )
-        batch = {dataset.source.batch_key: features.to(module.device)}
-        loss, count = module.caption_loss(module.region_features(batch), captions.to(module.device))
+        features = module.region_features({dataset.source.batch_key: features.to(module.device)})
+        loss, count = module.caption_loss(features, captions.to(module.device))
         total += loss.item() * count
         words += count
     return total / max(words, 1)

@@ -42,15 +42,17 @@ def evaluate_checkpoint(
     datamodule.vocabulary = module.vocabulary
     datamodule.prepare_data()
     datamodule.setup()
-    if split not in datamodule.datasets or len(datamodule.datasets[split]) == 0:
-        raise DatasetFormatError(f"The {split} split of {datamodule.root} has no image: choose eval.split=val|test.")
+    if split not in ("val", "test") or len(datamodule.datasets[split]) == 0:
+        raise DatasetFormatError(
+            f"Cannot evaluate on eval.split={split!r}: use val or test, with images in {datamodule.root}."
+        )
     dataset = datamodule.datasets[split]
 
     pairs = [(image, reference) for image in range(len(dataset)) for reference in range(len(dataset.captions[image]))]
     chosen = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:loss_samples]
     metrics: dict = {
-        "test_loss": caption_loss(module, dataset, [pairs[index] for index in sorted(chosen.tolist())]),
-        "test_loss_full": caption_loss(module, dataset, pairs),
+        "test_loss": caption_loss(module, dataset, [pairs[index] for index in sorted(chosen.tolist())], blind=blind),
+        "test_loss_full": caption_loss(module, dataset, pairs, blind=blind),
     }
     predictions = decode_images(module, datamodule.eval_dataloader(split), beam_size, datamodule.root, blind)
     metrics.update(

@@ -124,8 +124,10 @@ class AttentionDecoder(nn.Module):
         """
         batch_size, beams = features.size(0), beam_size
         features, projected, hidden, cell = self._start(features)
-        expand = lambda tensor: tensor.repeat_interleave(beams, dim=0)  # noqa: E731
-        features, projected, state = expand(features), expand(projected), (expand(hidden), expand(cell))
+        features, projected, hidden, cell = (
+            tensor.repeat_interleave(beams, dim=0) for tensor in (features, projected, hidden, cell)
+        )  # (B*K, ...): the K beams of an image are adjacent rows
+        state = (hidden, cell)
         device = features.device
         scores = torch.full((batch_size, beams), float("-inf"), device=device)
         scores[:, 0] = 0.0  # all beams start identical: expand only the first

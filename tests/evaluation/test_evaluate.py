@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from caption import caption
-from captioning.errors import CheckpointError, DatasetNotFoundError
+from captioning.errors import CheckpointError, DatasetFormatError, DatasetNotFoundError
 from evaluate import evaluate
 from tests.layouts import tiny_shapes
 from tests.test_train import PROJECT, compose_train
@@ -78,9 +78,21 @@ def test_test_loss_sample_is_deterministic(trained, tmp_path):
     assert first["metrics"]["test_loss"] == second["metrics"]["test_loss"]
 
 
-def test_evaluate_refuses_a_missing_checkpoint(tmp_path):
+def test_evaluate_refuses_a_missing_checkpoint_and_an_unknown_split(trained, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate(compose_evaluate(tmp_path, f"ckpt={tmp_path / 'nope.ckpt'}"))
+    with pytest.raises(DatasetFormatError, match="eval.split='train'"):
+        evaluate(compose_evaluate(tmp_path, f"ckpt={trained}", "eval.split=train", "logger={}"))
+
+
+def test_blind_evaluation_captions_from_another_image(trained, tmp_path):
+    seeing = evaluate(compose_evaluate(tmp_path / "a", f"ckpt={trained}", "logger={}"))
+    blind = evaluate(compose_evaluate(tmp_path / "b", f"ckpt={trained}", "eval.blind=true", "logger={}"))
+    predictions = json.loads((tmp_path / "a" / "eval" / "predictions.json").read_text())
+    blind_predictions = json.loads((tmp_path / "b" / "eval" / "predictions.json").read_text())
+    # The test split has 2 images in one batch: each is captioned from the other's features.
+    assert [p["generated"] for p in blind_predictions] == [p["generated"] for p in predictions][::-1]
+    assert blind["metrics"]["blind"] is True and seeing["metrics"]["blind"] is False
 
 
 def test_caption_any_image_mode_and_size(trained, tmp_path):

@@ -1,0 +1,24 @@
+"""What the entry points share: user errors end the program with their message, without a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+from captioning.errors import CaptioningError
+
+# The frozen encoder stays in eval mode on purpose; Lightning's warning about it would only alarm users.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+
+
+def run_entry_point(function: Callable[[DictConfig], object], cfg: DictConfig, name: str) -> None:
+    """Run `function(cfg)`; a CaptioningError is logged as one paragraph and exits with status 1."""
+    try:
+        function(cfg)
+    except CaptioningError as error:
+        logging.getLogger(name).error(str(error))
+        sys.exit(1)
