@@ -1,0 +1,41 @@
+import torch
+
+from captioning.data.vocabulary import SPECIAL_TOKENS
+from captioning.model.lightning_module import CaptioningModule
+
+
+class TinyEncoder(torch.nn.Module):
+    """Stands in for the ResNet-50 where only the decoder matters."""
+
+    feature_dim = 8
+    weights = None
+    random_init_seed = 0
+
+
+def make_module(attention_reg: float) -> CaptioningModule:
+    torch.manual_seed(0)
+    vocabulary = [*SPECIAL_TOKENS, "a", "red", "circle"]
+    return CaptioningModule(TinyEncoder(), vocabulary, 8, 8, 8, dropout=0.0, attention_reg=attention_reg).eval()
+
+
+def test_loss_ignores_padding():
+    module = make_module(0.0)
+    features = torch.randn(2, 4, 8)
+    captions = torch.tensor([[1, 4, 5, 2, 0, 0], [1, 4, 6, 5, 6, 2]])
+    loss, words = module.caption_loss(features, captions)
+    alone, alone_words = module.caption_loss(features[:1], captions[:1, :4])
+    assert words == 3 + 5 and alone_words == 3
+    mixed = (loss * words - alone * alone_words) / (words - alone_words)
+    assert torch.isclose(mixed, module.caption_loss(features[1:], captions[1:])[0], atol=1e-5)
+
+
+def test_doubly_stochastic_penalty_is_added_with_its_lambda():
+    features = torch.randn(2, 4, 8)
+    captions = torch.tensor([[1, 4, 5, 2, 0], [1, 4, 6, 5, 2]])
+    plain, _ = make_module(0.0).caption_loss(features, captions)
+    regularised_module = make_module(2.0)
+    regularised, _ = regularised_module.caption_loss(features, captions)
+    _, attention = regularised_module.decoder(features, captions[:, :-1])
+    mask = (captions[:, 1:] != 0).unsqueeze(2).float()
+    penalty = ((1 - (attention * mask).sum(dim=1)) ** 2).mean()
+    assert torch.isclose(regularised - plain, 2.0 * penalty, atol=1e-6) and penalty > 0
