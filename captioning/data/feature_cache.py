@@ -46,18 +46,22 @@ def build_feature_cache(
     batch_size: int = 32,
     num_workers: int = 2,
     device: str = "cpu",
+    channels_last: bool = True,
 ) -> None:
-    """Encode every image of `dataset` into `path`, atomically, with a progress bar."""
+    """Encode every image of `dataset` into `path`, atomically, with a progress bar.
+
+    Channels-last memory layout is what the CPU and GPU convolution kernels run fastest on."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}.npy")
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-    encoder = encoder.to(device).to(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    encoder = encoder.to(device).to(memory_format=memory_format)
     features = None
     written = 0
     try:
         with torch.inference_mode():
             for images in tqdm(loader, desc=f"Encoding {len(dataset)} images", unit="batch"):
-                images = images.to(device, memory_format=torch.channels_last)
+                images = images.to(device, memory_format=memory_format)
                 batch = encoder(images).to(torch.float16).cpu().numpy()  # (B, regions, 2048)
                 if features is None:
                     shape = (len(dataset), *batch.shape[1:])

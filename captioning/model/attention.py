@@ -20,11 +20,17 @@ class AdditiveAttention(nn.Module):
         return self.feature_projection(features)  # (B, R, A)
 
     def forward(
-        self, features: torch.Tensor, projected_features: torch.Tensor, hidden: torch.Tensor
+        self, features: torch.Tensor, projected_features: torch.Tensor, query: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the context vector (B, D) and the attention weights (B, R) for hidden state (B, H)."""
-        query = self.hidden_projection(hidden).unsqueeze(1)  # (B, 1, A)
-        scores = self.score(torch.tanh(projected_features + query)).squeeze(2)  # (B, R)
-        weights = scores.softmax(dim=1)  # (B, R)
-        context = torch.bmm(weights.unsqueeze(1), features).squeeze(1)  # (B, D)
-        return context, weights
+        """Context vectors (N, D) and attention weights (N, R) for the projected hidden states `query`
+        = hidden_projection(h) (N, A), which the decoder computes together with its other products.
+
+        N may be K times the number of images B (K beams per image, adjacent rows): the K queries of an
+        image then share its features (B, R, D) instead of K copies of them.
+        """
+        batch, regions, _ = features.shape
+        queries = query.view(batch, -1, 1, query.size(-1))  # (B, K, 1, A)
+        scores = self.score(torch.tanh(projected_features.unsqueeze(1) + queries)).squeeze(3)  # (B, K, R)
+        weights = scores.softmax(dim=2)  # (B, K, R)
+        context = torch.bmm(weights, features)  # (B, K, D)
+        return context.flatten(0, 1), weights.flatten(0, 1)  # (N, D), (N, R)

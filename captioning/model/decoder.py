@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from captioning.model.attention import AdditiveAttention
@@ -42,7 +43,9 @@ class AttentionDecoder(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         # A frozen encoder's features can have any scale and offset (a random one's especially, whose regions
         # differ by under 1% of their norm): standardise every channel with statistics learnt over the data.
-        self.feature_norm = nn.BatchNorm1d(feature_dim)
+        # No affine part: the linear layers that read the features scale them anyway, and without it the
+        # normalised features need no gradient, which spares the backward pass a (B, R, D) product per word.
+        self.feature_norm = nn.BatchNorm1d(feature_dim, affine=False)
         self.attention = AdditiveAttention(feature_dim, hidden_dim, attention_dim)
         self.init_hidden = nn.Linear(feature_dim, hidden_dim)
         self.init_cell = nn.Linear(feature_dim, hidden_dim)
@@ -55,12 +58,22 @@ class AttentionDecoder(nn.Module):
         self.output = nn.Linear(hidden_dim, vocab_size)
 
     def _start(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.feature_norm(features.transpose(1, 2)).transpose(1, 2)  # (B, R, D)
+        features = self.feature_norm(features.flatten(0, 1)).view_as(features)  # (B, R, D)
         projected = self.attention.project_features(features)  # (B, R, A)
         mean_feature = features.mean(dim=1)  # (B, D)
         hidden = torch.tanh(self.init_hidden(mean_feature))  # (B, H)
         cell = torch.tanh(self.init_cell(mean_feature))  # (B, H)
         return features, projected, hidden, cell
+
+    def _hidden_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The three products of the previous hidden state (attention query, context gate, LSTM gates)
+        stacked into one matrix, so that a step multiplies h once: weight (A + 1 + 4H, H) and its bias."""
+        weight = torch.cat(
+            [self.attention.hidden_projection.weight, self.context_gate.weight, self.hidden_to_gates.weight]
+        )
+        attention_dim = self.attention.hidden_projection.out_features
+        bias = F.pad(self.context_gate.bias, (attention_dim, self.hidden_to_gates.out_features))
+        return weight, bias
 
     def _step(
         self,
@@ -69,11 +82,15 @@ class AttentionDecoder(nn.Module):
         projected: torch.Tensor,
         hidden: torch.Tensor,
         cell: torch.Tensor,
+        hidden_weights: tuple[torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One LSTM step from the word's share of the gates (B, 4H); returns hidden, cell, attention (B, R)."""
-        context, weights = self.attention(features, projected, hidden)  # (B, D), (B, R)
-        context = torch.sigmoid(self.context_gate(hidden)) * context  # (B, D)
-        gates = word_gates + self.context_to_gates(context) + self.hidden_to_gates(hidden)  # (B, 4H)
+        from_hidden = F.linear(hidden, *hidden_weights)  # (B, A + 1 + 4H)
+        attention_dim = projected.size(2)
+        query, gate, hidden_gates = from_hidden.split([attention_dim, 1, from_hidden.size(1) - attention_dim - 1], 1)
+        context, weights = self.attention(features, projected, query)  # (B, D), (B, R)
+        context = torch.sigmoid(gate) * context  # (B, D): the gated context of the paper
+        gates = torch.addmm(word_gates + hidden_gates, context, self.context_to_gates.weight.t())  # (B, 4H)
         input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
         cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
         hidden = torch.sigmoid(output_gate) * torch.tanh(cell)  # (B, H)
@@ -84,9 +101,10 @@ class AttentionDecoder(nn.Module):
         the attention (B, T, R) used for each."""
         features, projected, hidden, cell = self._start(features)
         word_gates = self.word_to_gates(self.dropout(self.embedding(captions)))  # (B, T, 4H)
+        hidden_weights = self._hidden_weights()
         hiddens, attention = [], []
         for step in range(captions.size(1)):
-            hidden, cell, weights = self._step(word_gates[:, step], features, projected, hidden, cell)
+            hidden, cell, weights = self._step(word_gates[:, step], features, projected, hidden, cell, hidden_weights)
             hiddens.append(hidden)
             attention.append(weights)
         logits = self.output(self.dropout(torch.stack(hiddens, dim=1)))  # (B, T, V)
@@ -95,7 +113,8 @@ class AttentionDecoder(nn.Module):
     def _next_log_probs(
         self, tokens: torch.Tensor, features: torch.Tensor, projected: torch.Tensor, state: tuple
     ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-        hidden, cell, weights = self._step(self.word_to_gates(self.embedding(tokens)), features, projected, *state)
+        word_gates = self.word_to_gates(self.embedding(tokens))  # (N, 4H)
+        hidden, cell, weights = self._step(word_gates, features, projected, *state, self._hidden_weights())
         return self.output(hidden).log_softmax(dim=-1), weights, (hidden, cell)  # (N, V), (N, R)
 
     @torch.no_grad()
@@ -123,11 +142,8 @@ class AttentionDecoder(nn.Module):
         Returns the highest-scoring (summed log-probability) hypothesis of each image.
         """
         batch_size, beams = features.size(0), beam_size
-        features, projected, hidden, cell = self._start(features)
-        features, projected, hidden, cell = (
-            tensor.repeat_interleave(beams, dim=0) for tensor in (features, projected, hidden, cell)
-        )  # (B*K, ...): the K beams of an image are adjacent rows
-        state = (hidden, cell)
+        features, projected, hidden, cell = self._start(features)  # features stay (B, R, D): beams share them
+        state = (hidden.repeat_interleave(beams, dim=0), cell.repeat_interleave(beams, dim=0))  # (B*K, H)
         device = features.device
         scores = torch.full((batch_size, beams), float("-inf"), device=device)
         scores[:, 0] = 0.0  # all beams start identical: expand only the first
@@ -138,7 +154,7 @@ class AttentionDecoder(nn.Module):
         finished_row[self.pad_id] = 0.0
         offsets = (torch.arange(batch_size, device=device) * beams).unsqueeze(1)  # (B, 1)
         history = torch.empty((batch_size * beams, 0), dtype=torch.long, device=device)
-        attention = torch.empty((batch_size * beams, 0, features.size(1)), device=device)
+        attention = torch.empty((batch_size * beams, 0, features.size(1)), device=device)  # (B*K, L, R)
         for _ in range(max_length + 1):
             log_probs, weights, state = self._next_log_probs(tokens, features, projected, state)
             log_probs = torch.where(finished.unsqueeze(1), finished_row, log_probs)  # (B*K, V)

@@ -142,7 +142,7 @@ class CaptioningModule(L.LightningModule):
         self.logger.experiment.add_figure("val/attention", figure, self.current_epoch)
 
     def configure_optimizers(self) -> dict:
-        optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.hparams.lr)
+        optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.hparams.lr, fused=True)
         scheduler = torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=self.hparams.lr_step_size, gamma=self.hparams.lr_gamma
         )

@@ -81,3 +81,23 @@ def test_decoder_overfits_a_handful_of_captions():
     generated = decoder.eval().greedy(features, max_length=6).tokens
     for row, caption in zip(generated.tolist(), captions[:, 1:].tolist()):
         assert row[: caption.index(2) + 1] == caption[: caption.index(2) + 1]
+
+
+def test_fast_path_loss_equals_the_per_step_reference_loop():
+    from benchmarks.train_step import reference_forward
+
+    decoder = small_decoder(vocab_size=30).eval()
+    features = torch.randn(4, 49, 32) * 100
+    captions = torch.randint(3, 30, (4, 9))
+    fast, _ = decoder(features, captions)
+    reference = reference_forward(decoder, features, captions)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_generation_shares_features_between_beams():
+    decoder = small_decoder().eval()
+    features = torch.randn(3, 9, 32)
+    # beam search over 3 images x 4 beams gives the same first step as greedy on each image repeated
+    beams = decoder.beam_search(features, beam_size=4, max_length=1)
+    greedy = decoder.greedy(features, max_length=1)
+    assert torch.equal(beams.tokens[:, 0], greedy.tokens[:, 0])
