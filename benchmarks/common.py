@@ -21,23 +21,24 @@ def gemm_gflops(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def resident_memory_gb(include_children: bool = True) -> float:
-    """Resident memory (VmRSS) of this process and, optionally, its children, in GB."""
+def resident_memory_gb() -> float:
+    """Resident memory of this process and its children (DataLoader workers), in GB.
+
+    Counted as PSS (proportional set size): pages shared between the forked workers count once in all,
+    where summing each process's RSS would count them once per process.
+    """
     pids = [os.getpid()]
-    if include_children:
-        children = f"/proc/{os.getpid()}/task/{os.getpid()}/children"
-        if os.path.exists(children):
-            pids += [int(pid) for pid in open(children).read().split()]
-    total = 0
+    children = f"/proc/{os.getpid()}/task/{os.getpid()}/children"
+    if os.path.exists(children):
+        pids += [int(pid) for pid in open(children).read().split()]
+    total_kb = 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except FileNotFoundError:
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                total_kb += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+        except (FileNotFoundError, StopIteration, ProcessLookupError):
             pass
-    return total / 1e9
+    return total_kb * 1024 / 1e9
 
 
 def report(figures: dict, settings: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,23 +11,38 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from captioning.data.feature_cache import open_feature_cache
 from captioning.data.images import load_image
 
 
 class CachedFeatures:
-    """Region features read from the memory-mapped cache: only the rows asked for are loaded."""
+    """Region features read row by row from the cache file with positioned reads.
+
+    Unlike a memory map, whose touched pages stay in the process's resident memory (an epoch over
+    Flickr30k would touch all 6.4 GB), read rows live only in the kernel's page cache, which it can evict.
+    """
 
     batch_key = "features"
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._features: np.ndarray | None = None  # opened lazily, once per DataLoader worker
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape, _, dtype = read_header[version](file)
+            self.data_offset = file.tell()
+        self.row_shape, self.dtype = shape[1:], dtype
+        self.row_bytes = int(np.prod(self.row_shape)) * dtype.itemsize
+        self._file_descriptor: int | None = None  # opened lazily, once per DataLoader worker
 
     def __getitem__(self, image_index: int) -> torch.Tensor:
-        if self._features is None:
-            self._features = open_feature_cache(self.path)
-        return torch.from_numpy(self._features[image_index].astype(np.float32))  # (R, D)
+        if self._file_descriptor is None:
+            self._file_descriptor = os.open(self.path, os.O_RDONLY)
+        raw = os.pread(self._file_descriptor, self.row_bytes, self.data_offset + image_index * self.row_bytes)
+        row = np.frombuffer(raw, dtype=self.dtype).reshape(self.row_shape)
+        return torch.from_numpy(row.astype(np.float32))  # (R, D)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file_descriptor": None}  # each worker process opens its own
 
 
 class ImagesOnTheFly:

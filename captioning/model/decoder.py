@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from captioning.model.attention import AdditiveAttention
 
@@ -98,17 +99,41 @@ class AttentionDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: logits (B, T, V) of the word after each input word of `captions` (B, T), and
-        the attention (B, T, R) used for each."""
-        features, projected, hidden, cell = self._start(features)
-        word_gates = self.word_to_gates(self.dropout(self.embedding(captions)))  # (B, T, 4H)
+        the attention (B, T, R) used for each.
+
+        Captions are processed longest first and each step only runs the captions still going, so that a
+        batch costs its real words, not B times the longest; positions past a caption's end (`<pad>`
+        inputs) get zero attention and logits that the loss ignores.
+        """
+        lengths = (captions != self.pad_id).sum(dim=1)  # (B,)
+        order = lengths.argsort(descending=True)
+        features, projected, hidden, cell = self._start(features[order])
+        word_gates = self.word_to_gates(self.dropout(self.embedding(captions[order])))  # (B, T, 4H)
         hidden_weights = self._hidden_weights()
+        running = lengths[order].unsqueeze(0) > torch.arange(captions.size(1), device=captions.device).unsqueeze(1)
+        active_counts = running.sum(dim=1).tolist()  # (T,): captions still going at each step
         hiddens, attention = [], []
-        for step in range(captions.size(1)):
-            hidden, cell, weights = self._step(word_gates[:, step], features, projected, hidden, cell, hidden_weights)
+        for step, active in enumerate(active_counts):
+            if active == 0:
+                break
+            hidden, cell, weights = self._step(
+                word_gates[:active, step],
+                features[:active],
+                projected[:active],
+                hidden[:active],
+                cell[:active],
+                hidden_weights,
+            )
             hiddens.append(hidden)
             attention.append(weights)
-        logits = self.output(self.dropout(torch.stack(hiddens, dim=1)))  # (B, T, V)
-        return logits, torch.stack(attention, dim=1)  # (B, T, V), (B, T, R)
+        length = captions.size(1)
+        hiddens = pad_sequence(hiddens, batch_first=False)  # (B, steps, H): zeros past each end
+        attention = pad_sequence(attention, batch_first=False)  # (B, steps, R)
+        padding = (0, 0, 0, length - hiddens.size(1))
+        hiddens, attention = F.pad(hiddens, padding), F.pad(attention, padding)  # (B, T, ...)
+        unsort = order.argsort()
+        logits = self.output(self.dropout(hiddens[unsort]))  # (B, T, V)
+        return logits, attention[unsort]  # (B, T, V), (B, T, R)
 
     def _next_log_probs(
         self, tokens: torch.Tensor, features: torch.Tensor, projected: torch.Tensor, state: tuple

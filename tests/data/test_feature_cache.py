@@ -89,3 +89,14 @@ def test_interrupted_build_leaves_no_complete_looking_cache(shapes_root, tmp_pat
     datamodule.feature_cache_path.with_name(datamodule.feature_cache_path.stem + ".partial-999.npy").write_bytes(b"x")
     datamodule.prepare_data()
     assert open_feature_cache(datamodule.feature_cache_path).shape[0] == 12
+
+
+def test_training_reads_cache_rows_without_mapping_the_file(shapes_root, tmp_path):
+    from captioning.data.datasets import CachedFeatures
+
+    datamodule = make_datamodule(shapes_root, tmp_path)
+    datamodule.prepare_data()
+    rows = CachedFeatures(datamodule.feature_cache_path)
+    expected = open_feature_cache(datamodule.feature_cache_path)
+    for index in (0, 7, 11):
+        assert torch.equal(rows[index], torch.from_numpy(expected[index].astype(np.float32)))
