@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
@@ -89,9 +89,28 @@ def read_annotations(root: str | Path, format: str = "auto") -> AnnotationTable:
     table = readers[format](root)
     if table.malformed_lines:
         log.warning(table.describe_malformed())
+    table.captions = _drop_unusable(table.captions, table.annotation_file.name)
     if table.captions.empty:
         raise DatasetFormatError(f"{table.annotation_file} holds no readable caption.")
     return table
+
+
+def _drop_unusable(captions: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Drop, and report, captions without a single word and exact duplicate rows."""
+    wordless = ~captions["caption"].str.contains(r"\w", regex=True)
+    duplicate = captions.duplicated(["image", "split", "caption"])
+    for mask, what in ((wordless, "empty or punctuation-only"), (duplicate & ~wordless, "duplicate")):
+        if mask.any():
+            log.warning(
+                f"{source}: skipped {int(mask.sum())} {what} caption(s) (first: {captions['image'][mask].iloc[0]})"
+            )
+    return captions[~(wordless | duplicate)].reset_index(drop=True)
+
+
+def _is_inside_root(file_name: str) -> bool:
+    """False for absolute paths and paths that climb out with '..': images are read only under the root."""
+    path = PurePosixPath(file_name.replace("\\", "/"))
+    return not (path.is_absolute() or ".." in path.parts or PureWindowsPath(file_name).drive)
 
 
 def _require(path: Path, layout: str) -> Path:
@@ -118,7 +137,16 @@ def _find_image_dir(root: Path, candidates: tuple[str, ...], sample_image: str) 
 
 
 def _table(rows: list[tuple[str, str, str]], image_dir: str) -> pd.DataFrame:
+    """The common caption table; file names that would lead outside the dataset root are refused."""
     frame = pd.DataFrame(rows, columns=["image", "split", "caption"])
+    inside = frame["image"].map(_is_inside_root)
+    if not inside.all():
+        refused = frame["image"][~inside].unique()
+        log.warning(
+            f"Refused {len(refused)} image file name(s) outside the dataset root (absolute or with '..'), "
+            f"and their {int((~inside).sum())} caption(s): {', '.join(refused[:3])}"
+        )
+        frame = frame[inside]
     frame["image"] = image_dir + "/" + frame["image"]
     return frame
 

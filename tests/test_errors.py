@@ -1,0 +1,71 @@
+"""Bad paths, configurations and checkpoints end with one paragraph naming the problem: no traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from captioning.checkpoints import read_checkpoint
+from captioning.errors import CheckpointError
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+class Payload:
+    """Unpickling this would run a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_carrying_a_pickled_object_is_refused_unexecuted(tmp_path):
+    marker = tmp_path / "executed"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match="pickled objects, which are refused"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"weight": torch.randn(64, 64)}}, path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupted, truncated"):
+        read_checkpoint(path)
+
+
+def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PROJECT / script), *overrides, f"hydra.run.dir={cwd / 'run'}"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("script", "overrides", "message"),
+    [
+        ("train.py", ["data=flickr30k", "data.root={tmp}/nowhere"], "does not exist. Point data.root"),
+        ("train.py", ["data=flickr30k", "data.root={tmp}", "data.format=coco"], "Unknown data.format='coco'"),
+        ("evaluate.py", ["ckpt={tmp}/missing.ckpt"], "does not exist: pass the path of a .ckpt"),
+        ("caption.py", ["ckpt={tmp}/bad.ckpt", "image={tmp}"], "corrupted, truncated"),
+    ],
+)
+def test_entry_points_fail_with_a_message_and_no_traceback(tmp_path, script, overrides, message):
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    Image.new("RGB", (32, 32)).save(tmp_path / "photo.png")
+    completed = run(script, *(o.format(tmp=tmp_path) for o in overrides), cwd=tmp_path)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output[-2000:]
+    assert message in output
+    assert "Traceback" not in output
