@@ -7,6 +7,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,12 +34,17 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 
     output_dir = Path(cfg.paths.output_dir)
+    if datamodule.skipped_images:
+        skipped_path = output_dir / "skipped_images.csv"
+        pd.DataFrame(datamodule.skipped_images).to_csv(skipped_path, index=False)
+        log.warning(f"{len(datamodule.skipped_images)} image(s) were skipped: listed in {skipped_path}")
     checkpoint = trainer.checkpoint_callback
     result = {
         "output_dir": str(output_dir),
         "best_checkpoint": checkpoint.best_model_path if checkpoint else "",
         "last_checkpoint": checkpoint.last_model_path if checkpoint else "",
         "global_step": trainer.global_step,
+        "train_samples": len(datamodule.datasets["train"]),
         "history": None,
     }
     history = next((callback for callback in callbacks if isinstance(callback, LossHistory)), None)

@@ -20,7 +20,7 @@ from captioning.data.datasets import (
     ImageReferences,
     ImagesOnTheFly,
 )
-from captioning.data.feature_cache import build_feature_cache, feature_cache_path
+from captioning.data.feature_cache import build_feature_cache, feature_cache_path, unreadable_images
 from captioning.data.images import ImageFolderDataset, image_transform
 from captioning.data.readers import read_annotations
 from captioning.data.vocabulary import Vocabulary
@@ -66,6 +66,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.encode_batch_size = encode_batch_size
         self._vocabulary: Vocabulary | None = None
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
+        self.skipped_images: list[dict] = []  # {"image", "reason"} of every image left out, for the run's report
 
     # --- annotations and vocabulary -------------------------------------------------------------------
     def _ensure_dataset(self) -> None:
@@ -86,6 +87,7 @@ class CaptionDataModule(L.LightningDataModule):
                 f"(first: {', '.join(missing[:5])})"
             )
             captions = captions[captions["image"].map(exists)]
+            self.skipped_images += [{"image": image, "reason": "missing file"} for image in missing]
         images = sorted(captions["image"].unique())
         index_of = {image: position for position, image in enumerate(images)}
         captions = captions.assign(image_index=captions["image"].map(index_of)).reset_index(drop=True)
@@ -152,18 +154,32 @@ class CaptionDataModule(L.LightningDataModule):
             return CachedFeatures(self.feature_cache_path)
         return ImagesOnTheFly([self.root / image for image in self.images], self.transform)
 
+    def _readable_captions(self) -> pd.DataFrame:
+        """The captions of the images the cache build could read; the others are reported and left out."""
+        if not self.cache_features:
+            return self.captions
+        unreadable = [self.images[position] for position in unreadable_images(self.feature_cache_path)]
+        if unreadable:
+            log.warning(
+                f"{len(unreadable)} image(s) could not be read (truncated, empty or not an image) and are "
+                f"skipped with their captions (first: {', '.join(unreadable[:5])})"
+            )
+            self.skipped_images += [{"image": image, "reason": "unreadable image"} for image in unreadable]
+        return self.captions[~self.captions["image"].isin(set(unreadable))]
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return  # already set up (Lightning calls setup once per stage)
         source = self._source()
         vocabulary = self.vocabulary
         encode = functools.partial(vocabulary.encode, max_length=self.max_caption_length)
-        train = self.captions[self.captions["split"] == "train"]
+        captions = self._readable_captions()
+        train = captions[captions["split"] == "train"]
         self.datasets["train"] = CaptionPairs(
             train["image_index"].tolist(), [encode(caption) for caption in train["caption"]], source
         )
         for split in ("val", "test"):
-            per_image = self.captions[self.captions["split"] == split].groupby("image_index", sort=True)
+            per_image = captions[captions["split"] == split].groupby("image_index", sort=True)
             references = per_image["caption"].agg(list)
             self.datasets[split] = ImageReferences(
                 references.index.tolist(),

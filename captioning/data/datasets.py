@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from captioning.data.images import load_image
+from captioning.data.images import UNREADABLE_IMAGE_ERRORS, load_image
+
+log = logging.getLogger(__name__)
 
 
 class CachedFeatures:
@@ -55,7 +59,11 @@ class ImagesOnTheFly:
         self.transform = transform
 
     def __getitem__(self, image_index: int) -> torch.Tensor:
-        return self.transform(load_image(self.paths[image_index]))  # (3, S, S)
+        try:
+            return self.transform(load_image(self.paths[image_index]))  # (3, S, S)
+        except UNREADABLE_IMAGE_ERRORS:
+            log.warning(f"Unreadable image {self.paths[image_index]}: a blank image stands in for it")
+            return self.transform(Image.new("RGB", (8, 8)))
 
 
 class CaptionPairs(Dataset):

@@ -33,6 +33,14 @@ def feature_cache_path(
     return Path(cache_dir) / f"features-{digest.hexdigest()[:24]}.npy"
 
 
+def unreadable_images(path: Path) -> list[int]:
+    """Positions of the images that could not be read when the cache at `path` was built."""
+    metadata_path = path.with_suffix(".json")
+    if not metadata_path.is_file():
+        return []
+    return json.loads(metadata_path.read_text()).get("unreadable", [])
+
+
 def open_feature_cache(path: Path) -> np.ndarray:
     """The cached features as a read-only memory map of shape (images, regions, feature_dim)."""
     return np.load(path, mmap_mode="r")
@@ -50,6 +58,7 @@ def build_feature_cache(
 ) -> None:
     """Encode every image of `dataset` into `path`, atomically, with a progress bar.
 
+    The positions of the images that could not be read are saved in the metadata, as `unreadable`.
     Channels-last memory layout is what the CPU and GPU convolution kernels run fastest on."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}.npy")
@@ -58,9 +67,11 @@ def build_feature_cache(
     encoder = encoder.to(device).to(memory_format=memory_format)
     features = None
     written = 0
+    unreadable: list[int] = []
     try:
         with torch.inference_mode():
-            for images in tqdm(loader, desc=f"Encoding {len(dataset)} images", unit="batch"):
+            for images, readable in tqdm(loader, desc=f"Encoding {len(dataset)} images", unit="batch"):
+                unreadable += [written + position for position in (~readable).nonzero().flatten().tolist()]
                 images = images.to(device, memory_format=memory_format)
                 batch = encoder(images).to(torch.float16).cpu().numpy()  # (B, regions, 2048)
                 if features is None:
@@ -71,8 +82,8 @@ def build_feature_cache(
         features.flush()
         del features
         metadata_path = path.with_suffix(".json")
-        metadata_path.write_text(json.dumps(metadata, indent=1))
+        metadata_path.write_text(json.dumps({**metadata, "unreadable": unreadable}, indent=1))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    log.info(f"Feature cache written: {path} ({written} images)")
+    log.info(f"Feature cache written: {path} ({written} images, {len(unreadable)} unreadable)")
