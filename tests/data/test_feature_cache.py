@@ -29,9 +29,8 @@ def test_cache_holds_the_encoder_features_memory_mapped(shapes_root, tmp_path):
     features = open_feature_cache(datamodule.feature_cache_path)
     assert isinstance(features, np.memmap)  # read lazily from disk, never loaded whole
     assert features.dtype == np.float16 and features.shape == (12, 4, 2048)  # 64x64 -> 2x2 regions
-    images = torch.stack(
-        [ImageFolderDataset([shapes_root / i for i in datamodule.images], datamodule.transform)[k] for k in (0, 5)]
-    )
+    dataset = ImageFolderDataset([shapes_root / image for image in datamodule.images], datamodule.transform)
+    images = torch.stack([dataset[k][0] for k in (0, 5)])  # (image, readable) pairs
     with torch.no_grad():
         expected = ResNet50Encoder(None)(images)
     torch.testing.assert_close(torch.from_numpy(features[[0, 5]].astype(np.float32)), expected, rtol=2e-3, atol=1e-2)
