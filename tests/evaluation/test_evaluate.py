@@ -130,12 +130,14 @@ def test_a_model_that_overfits_a_few_images_gets_bleu4_above_0_9(tmp_path):
     images = []
     for entry in entries:
         (root / "images" / entry["filename"]).write_bytes((source / "images" / entry["filename"]).read_bytes())
-        # One caption per image, each image in train (repeated: more steps per epoch) and again in test, so
-        # that evaluation is on the training images.
+        # One caption per image; training sees each image as 30 identical files (more steps per epoch, no
+        # duplicate rows), the test split the original file, so that evaluation is on the training images.
         sentences = entry["sentences"][:1]
-        images += [dict(entry, split="train", sentences=sentences)] * 30 + [
-            dict(entry, split="test", sentences=sentences)
-        ]
+        images.append(dict(entry, split="test", sentences=sentences))
+        for copy in range(30):
+            name = f"copy{copy}_{entry['filename']}"
+            (root / "images" / name).write_bytes((source / "images" / entry["filename"]).read_bytes())
+            images.append(dict(entry, filename=name, split="train", sentences=sentences))
     (root / "dataset_overfit.json").write_text(json.dumps({"images": images}))
 
     result = train(
