@@ -12,7 +12,7 @@ from captioning.evaluation.run import evaluate_checkpoint
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate `cfg.ckpt` as `cfg.eval` says, writing into `cfg.paths.output_dir`."""
-    loggers = [instantiate(logger) for logger in cfg.get("logger", {}).values()]
+    loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
     data_overrides = {key: value for key, value in cfg.data.items() if value is not None}
     return evaluate_checkpoint(
         to_absolute_path(cfg.ckpt),

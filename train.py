@@ -9,6 +9,7 @@ import hydra
 import lightning as L
 import pandas as pd
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from captioning.checkpoints import checkpoint_vocabulary, read_checkpoint
@@ -29,7 +30,9 @@ def train(cfg: DictConfig) -> dict:
     model = instantiate(cfg.model, vocabulary=datamodule.vocabulary.tokens, _convert_="all")
     callbacks = [instantiate(callback) for callback in cfg.get("callbacks", {}).values()]
     callbacks.append(RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
-    loggers = [instantiate(logger) for logger in cfg.get("logger", {}).values()]
+    loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
+    if not loggers:  # ~logger: nothing to monitor the lr into (history.csv still records it)
+        callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 
@@ -56,8 +59,8 @@ def train(cfg: DictConfig) -> dict:
     log.info(f"Last checkpoint:  {result['last_checkpoint']}")
     log.info(f"Loss history:     {result['history']}")
     log.info(f"TensorBoard logs: tensorboard --logdir {output_dir.parent}")
-    if cfg.get("evaluate_after") and result["best_checkpoint"]:
-        evaluation = cfg.evaluate_after
+    evaluation = cfg.evaluate_after
+    if evaluation.enabled and result["best_checkpoint"]:
         result["evaluation"] = evaluate_checkpoint(
             result["best_checkpoint"],
             output_dir / "evaluation",

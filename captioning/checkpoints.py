@@ -40,12 +40,10 @@ def checkpoint_vocabulary(checkpoint: dict) -> Vocabulary:
 def load_captioner(checkpoint: dict) -> CaptioningModule:
     """Rebuild the trained model of a checkpoint (its encoder from torchvision, by name), in eval mode."""
     try:
-        encoder_settings = checkpoint["encoder"]
-        hyper_parameters = dict(checkpoint["hyper_parameters"])
-    except KeyError as error:
-        raise CheckpointError(f"The checkpoint lacks {error}: it was not written by train.py.") from error
-    encoder = ResNet50Encoder(encoder_settings["weights"], encoder_settings["random_init_seed"])
-    module = CaptioningModule(encoder, **hyper_parameters)
+        encoder = ResNet50Encoder(checkpoint["encoder"]["weights"], checkpoint["encoder"]["random_init_seed"])
+        module = CaptioningModule(encoder, **checkpoint["hyper_parameters"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"The checkpoint lacks or garbles {error}: it was not written by train.py.") from error
     module.on_load_checkpoint(checkpoint)
     try:
         module.load_state_dict(checkpoint["state_dict"])

@@ -19,6 +19,11 @@ def run_entry_point(function: Callable[[DictConfig], object], cfg: DictConfig, n
     """Run `function(cfg)`; a CaptioningError is logged as one paragraph and exits with status 1."""
     try:
         function(cfg)
-    except CaptioningError as error:
-        logging.getLogger(name).error(str(error))
+    except Exception as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, CaptioningError):
+            cause = cause.__cause__  # Hydra's instantiate wraps what a constructor raises
+        if cause is None:
+            raise
+        logging.getLogger(name).error(str(cause))
         sys.exit(1)

@@ -59,6 +59,16 @@ def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
         ("train.py", ["data=flickr30k", "data.root={tmp}", "data.format=coco"], "Unknown data.format='coco'"),
         ("evaluate.py", ["ckpt={tmp}/missing.ckpt"], "does not exist: pass the path of a .ckpt"),
         ("caption.py", ["ckpt={tmp}/bad.ckpt", "image={tmp}"], "corrupted, truncated"),
+        (  # raised inside Hydra's instantiate, which wraps it
+            "train.py",
+            [
+                "model.encoder.weights=IMAGENET_BEST",
+                "data.dataset_builder.num_images=12",
+                "data.dataset_builder.val_images=2",
+                "data.dataset_builder.test_images=2",
+            ],
+            "Unknown model.encoder.weights='IMAGENET_BEST'",
+        ),
     ],
 )
 def test_entry_points_fail_with_a_message_and_no_traceback(tmp_path, script, overrides, message):

@@ -95,11 +95,9 @@ def test_each_flickr30k_layout_trains_and_checkpoints(tmp_path, layout):
 
 def test_resume_continues_the_run(tmp_path):
     # 8 training images x 5 captions / batch 4 = 10 steps per epoch
-    first = train(compose_train(tmp_path, "trainer.max_epochs=1", "logger={}"))
+    first = train(compose_train(tmp_path, "trainer.max_epochs=1", "~logger"))
     assert first["global_step"] == 10
-    resumed = train(
-        compose_train(tmp_path, "trainer.max_epochs=2", f"ckpt_path={first['last_checkpoint']}", "logger={}")
-    )
+    resumed = train(compose_train(tmp_path, "trainer.max_epochs=2", f"ckpt_path={first['last_checkpoint']}", "~logger"))
     assert resumed["global_step"] == 20
     checkpoint = torch.load(resumed["last_checkpoint"], weights_only=True)
     assert checkpoint["epoch"] == 1 and checkpoint["lr_schedulers"][0]["last_epoch"] == 2

@@ -116,10 +116,15 @@ class CaptionDataModule(L.LightningDataModule):
         self._vocabulary = vocabulary
 
     # --- feature cache -----------------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def feature_cache_path(self) -> Path:
+        """Keyed by the images (names, sizes and modification times), the encoder and the transform."""
         identity = encoder_identity(self.encoder_weights, self.encoder_random_init_seed)
-        return feature_cache_path(self.feature_cache_dir, self.images, identity, repr(self.transform))
+        files = []
+        for image in self.images:
+            status = (self.root / image).stat()
+            files.append(f"{image}:{status.st_size}:{status.st_mtime_ns}")
+        return feature_cache_path(self.feature_cache_dir, files, identity, repr(self.transform))
 
     def prepare_data(self) -> None:
         """Generate the built-in dataset if needed, then encode every image once into the feature cache."""
@@ -203,15 +208,15 @@ class CaptionDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def _collate(self, kind: type[CollatePairs]) -> CollatePairs:
-        return kind(self._source().batch_key, self.vocabulary.pad_id)
+    def _collate(self, kind: type[CollatePairs], split: str) -> CollatePairs:
+        return kind(self.datasets[split].source.batch_key, self.vocabulary.pad_id)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, self._collate(CollatePairs), shuffle=True)
+        return self._loader("train", self.batch_size, self._collate(CollatePairs, "train"), shuffle=True)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """Each image of `split` once, with all its references, in a fixed order."""
-        return self._loader(split, self.eval_batch_size, self._collate(CollateReferences), shuffle=False)
+        return self._loader(split, self.eval_batch_size, self._collate(CollateReferences, split), shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")

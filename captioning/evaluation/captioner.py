@@ -46,6 +46,7 @@ def caption_images(checkpoint_path: str | Path, images: list[Path], beam_size: i
         figure = save_attention_figure(
             path, words, generation.attention[0, : len(words)].tolist(), output_dir / "attention" / f"{path.stem}.png"
         )
-        results.append({"image": str(path), "caption": " ".join(words), "figure": str(figure)})
-        print(f"{path}: {module.vocabulary.decode(generation.tokens[0].tolist())}")
+        caption = module.vocabulary.decode(generation.tokens[0].tolist())
+        results.append({"image": str(path), "caption": caption, "figure": str(figure)})
+        print(f"{path}: {caption}")
     return results

@@ -26,14 +26,19 @@ def decode_images(
     """One record per image: `image` (path under `root`), `generated` (its words joined by spaces),
     `references` and `attention` (one row of region weights per generated word).
 
-    `blind` captions each image from its neighbour's features in the batch: the score of a model that
-    ignores the image it is given.
+    `blind` captions each image from the previous image's features (the first from its batch's last): the
+    score of a model that ignores the image it is given.
     """
     predictions = []
+    previous_last = None  # blind: the features of the previous batch's last image
     for batch in tqdm(loader, desc=f"Captioning (beam {beam_size})", unit="batch"):
         features = module.region_features(_to_device(batch, module.device))  # (B, R, D)
         if blind:
-            features = features.roll(1, dims=0)
+            shifted = features.roll(1, dims=0)  # each image gets the previous image's features
+            if previous_last is not None:
+                shifted[0] = previous_last
+            previous_last = features[-1]
+            features = shifted
         generation = module.generate(features, beam_size)
         for tokens, attention, references, path in zip(
             generation.tokens.tolist(), generation.attention.float().cpu(), batch["references"], batch["image_paths"]
@@ -73,7 +78,7 @@ def caption_loss(
             padding_value=module.vocabulary.pad_id,
         )
         features = module.region_features({dataset.source.batch_key: features.to(module.device)})
-        loss, count = module.caption_loss(features, captions.to(module.device))
+        loss, count, _ = module.caption_loss(features, captions.to(module.device))
         total += loss.item() * count
         words += count
     return total / max(words, 1)

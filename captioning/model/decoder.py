@@ -136,22 +136,22 @@ class AttentionDecoder(nn.Module):
         return logits, attention[unsort]  # (B, T, V), (B, T, R)
 
     def _next_log_probs(
-        self, tokens: torch.Tensor, features: torch.Tensor, projected: torch.Tensor, state: tuple
+        self, tokens: torch.Tensor, features: torch.Tensor, projected: torch.Tensor, state: tuple, hidden_weights: tuple
     ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
         word_gates = self.word_to_gates(self.embedding(tokens))  # (N, 4H)
-        hidden, cell, weights = self._step(word_gates, features, projected, *state, self._hidden_weights())
+        hidden, cell, weights = self._step(word_gates, features, projected, *state, hidden_weights)
         return self.output(hidden).log_softmax(dim=-1), weights, (hidden, cell)  # (N, V), (N, R)
 
     @torch.no_grad()
     def greedy(self, features: torch.Tensor, max_length: int) -> Generation:
         """The most likely word at each step, for at most `max_length` words plus `<eos>`."""
         features, projected, hidden, cell = self._start(features)
-        state = (hidden, cell)
+        state, hidden_weights = (hidden, cell), self._hidden_weights()
         tokens = torch.full((features.size(0),), self.bos_id, dtype=torch.long, device=features.device)
         finished = torch.zeros_like(tokens, dtype=torch.bool)
         generated, attention = [], []
         for _ in range(max_length + 1):
-            log_probs, weights, state = self._next_log_probs(tokens, features, projected, state)
+            log_probs, weights, state = self._next_log_probs(tokens, features, projected, state, hidden_weights)
             tokens = log_probs.argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
             generated.append(tokens)
             attention.append(weights)
@@ -168,6 +168,7 @@ class AttentionDecoder(nn.Module):
         """
         batch_size, beams = features.size(0), beam_size
         features, projected, hidden, cell = self._start(features)  # features stay (B, R, D): beams share them
+        hidden_weights = self._hidden_weights()
         state = (hidden.repeat_interleave(beams, dim=0), cell.repeat_interleave(beams, dim=0))  # (B*K, H)
         device = features.device
         scores = torch.full((batch_size, beams), float("-inf"), device=device)
@@ -181,7 +182,7 @@ class AttentionDecoder(nn.Module):
         history = torch.empty((batch_size * beams, 0), dtype=torch.long, device=device)
         attention = torch.empty((batch_size * beams, 0, features.size(1)), device=device)  # (B*K, L, R)
         for _ in range(max_length + 1):
-            log_probs, weights, state = self._next_log_probs(tokens, features, projected, state)
+            log_probs, weights, state = self._next_log_probs(tokens, features, projected, state, hidden_weights)
             log_probs = torch.where(finished.unsqueeze(1), finished_row, log_probs)  # (B*K, V)
             candidates = (scores.view(-1, 1) + log_probs).view(batch_size, -1)  # (B, K*V)
             scores, flat_index = candidates.topk(beams, dim=1)  # (B, K)

@@ -11,7 +11,7 @@ from captioning.data.images import load_image
 from captioning.data.vocabulary import Vocabulary
 from captioning.errors import CheckpointError
 from captioning.model.decoder import AttentionDecoder, Generation
-from captioning.model.encoder import ResNet50Encoder
+from captioning.model.encoder import ResNet50Encoder, encoder_identity
 from captioning.visual.attention import attention_figure
 
 
@@ -63,10 +63,12 @@ class CaptioningModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("encoder", {})
-        if saved.get("weights") != self.encoder.weights:
+        saved_identity = encoder_identity(saved.get("weights"), saved.get("random_init_seed", 0))
+        if saved_identity != self.encoder.identity:
             raise CheckpointError(
-                f"The checkpoint was trained on features of encoder weights {saved.get('weights')!r}, this run "
-                f"uses {self.encoder.weights!r}: set model.encoder.weights={saved.get('weights') or 'null'}."
+                f"The checkpoint was trained on the features of {saved_identity}, this run uses "
+                f"{self.encoder.identity}: set model.encoder.weights={saved.get('weights') or 'null'} and "
+                f"model.encoder.random_init_seed={saved.get('random_init_seed', 0)}."
             )
         encoder_state = {f"encoder.{name}": tensor for name, tensor in self.encoder.state_dict().items()}
         checkpoint["state_dict"] = {**checkpoint["state_dict"], **encoder_state}
@@ -79,27 +81,31 @@ class CaptioningModule(L.LightningModule):
         with torch.no_grad():
             return self.encoder(batch["images"])  # (B, R, D)
 
-    def caption_loss(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy per word of `captions` (N, T) (`<bos>` ... `<eos>`), ignoring `<pad>`,
-        plus the doubly stochastic attention penalty; also returns the number of words scored."""
-        inputs, targets = captions[:, :-1], captions[:, 1:]  # (N, T-1)
-        logits, attention = self.decoder(features, inputs)  # (N, T-1, V), (N, T-1, R)
+    def caption_loss(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """Mean cross-entropy per word of `captions` (N, T) (`<bos>` ... `<eos>`), ignoring `<pad>`; the number
+        of words scored; and the doubly stochastic attention penalty, already times its lambda (0 if off)."""
         pad_id = self.vocabulary.pad_id
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id)
+        inputs, targets = captions[:, :-1], captions[:, 1:]  # (N, T-1)
+        inputs = inputs.masked_fill(inputs == self.vocabulary.eos_id, pad_id)  # nothing follows <eos>
+        logits, attention = self.decoder(features, inputs)  # (N, T-1, V), (N, T-1, R)
+        cross_entropy = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id)
+        penalty = torch.zeros((), device=features.device)
         if self.hparams.attention_reg > 0:
             mask = (targets != pad_id).unsqueeze(2).to(attention.dtype)  # (N, T-1, 1)
             coverage = (attention * mask).sum(dim=1)  # (N, R): total attention each region got
-            loss = loss + self.hparams.attention_reg * ((1.0 - coverage) ** 2).mean()
-        return loss, int((targets != pad_id).sum())
+            penalty = self.hparams.attention_reg * ((1.0 - coverage) ** 2).mean()
+        return cross_entropy, int((targets != pad_id).sum()), penalty
 
     def generate(self, features: torch.Tensor, beam_size: int = 1) -> Generation:
         return self.decoder.generate(features, self.hparams.max_caption_length, beam_size)
 
     # --- steps ----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, words = self.caption_loss(self.region_features(batch), batch["captions"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=words)
-        return loss
+        cross_entropy, words, penalty = self.caption_loss(self.region_features(batch), batch["captions"])
+        self.log("train/loss", cross_entropy, on_step=True, on_epoch=True, prog_bar=True, batch_size=words)
+        if self.hparams.attention_reg > 0:
+            self.log("train/attention_penalty", penalty, on_step=False, on_epoch=True, batch_size=words)
+        return cross_entropy + penalty
 
     def _reference_loss(self, batch: dict, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss over every reference caption of the batch's images (B, references, T)."""
@@ -107,7 +113,7 @@ class CaptioningModule(L.LightningModule):
         captions = batch["captions"]  # (B, refs, T)
         present = captions[:, :, 0] != self.vocabulary.pad_id  # (B, refs)
         image_of_caption = torch.arange(len(captions), device=captions.device).unsqueeze(1).expand_as(present)
-        loss, words = self.caption_loss(features[image_of_caption[present]], captions[present])
+        loss, words, _ = self.caption_loss(features[image_of_caption[present]], captions[present])
         self.log(name, loss, on_epoch=True, prog_bar=True, batch_size=words, sync_dist=True)
         return loss, features
 

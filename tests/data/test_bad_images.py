@@ -40,7 +40,7 @@ def test_bad_images_are_skipped_and_listed_and_no_good_sample_is_lost(tmp_path):
             "trainer.max_epochs=1",
             "trainer.limit_train_batches=1",
             "trainer.limit_val_batches=1",
-            "logger={}",
+            "~logger",
         )
     )
 

@@ -99,3 +99,14 @@ def test_training_reads_cache_rows_without_mapping_the_file(shapes_root, tmp_pat
     expected = open_feature_cache(datamodule.feature_cache_path)
     for index in (0, 7, 11):
         assert torch.equal(rows[index], torch.from_numpy(expected[index].astype(np.float32)))
+
+
+def test_cache_key_changes_when_an_image_is_rewritten(shapes_root, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shapes_root, copy)
+    before = make_datamodule(copy, tmp_path).feature_cache_path
+    image = copy / "images" / "shapes_00003.png"
+    image.write_bytes(image.read_bytes() + b"\0")  # same name, new content (a regenerated dataset)
+    assert make_datamodule(copy, tmp_path).feature_cache_path != before

@@ -19,7 +19,7 @@ from train import train
 def trained(tmp_path_factory) -> Path:
     """A checkpoint of a 2-epoch run on tiny shapes images encoded at 224x224 (7x7 regions)."""
     tmp_path = tmp_path_factory.mktemp("trained")
-    result = train(compose_train(tmp_path, "data.image_size=224", "trainer.max_epochs=2", "logger={}"))
+    result = train(compose_train(tmp_path, "data.image_size=224", "trainer.max_epochs=2", "~logger"))
     return Path(result["best_checkpoint"])
 
 
@@ -73,8 +73,8 @@ def test_evaluate_writes_metrics_predictions_samples_and_figures(trained, tmp_pa
 
 
 def test_test_loss_sample_is_deterministic(trained, tmp_path):
-    first = evaluate(compose_evaluate(tmp_path / "a", f"ckpt={trained}", "eval.loss_samples=3", "logger={}"))
-    second = evaluate(compose_evaluate(tmp_path / "b", f"ckpt={trained}", "eval.loss_samples=3", "logger={}"))
+    first = evaluate(compose_evaluate(tmp_path / "a", f"ckpt={trained}", "eval.loss_samples=3", "~logger"))
+    second = evaluate(compose_evaluate(tmp_path / "b", f"ckpt={trained}", "eval.loss_samples=3", "~logger"))
     assert first["metrics"]["test_loss"] == second["metrics"]["test_loss"]
 
 
@@ -82,12 +82,12 @@ def test_evaluate_refuses_a_missing_checkpoint_and_an_unknown_split(trained, tmp
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate(compose_evaluate(tmp_path, f"ckpt={tmp_path / 'nope.ckpt'}"))
     with pytest.raises(DatasetFormatError, match="eval.split='train'"):
-        evaluate(compose_evaluate(tmp_path, f"ckpt={trained}", "eval.split=train", "logger={}"))
+        evaluate(compose_evaluate(tmp_path, f"ckpt={trained}", "eval.split=train", "~logger"))
 
 
 def test_blind_evaluation_captions_from_another_image(trained, tmp_path):
-    seeing = evaluate(compose_evaluate(tmp_path / "a", f"ckpt={trained}", "logger={}"))
-    blind = evaluate(compose_evaluate(tmp_path / "b", f"ckpt={trained}", "eval.blind=true", "logger={}"))
+    seeing = evaluate(compose_evaluate(tmp_path / "a", f"ckpt={trained}", "~logger"))
+    blind = evaluate(compose_evaluate(tmp_path / "b", f"ckpt={trained}", "eval.blind=true", "~logger"))
     predictions = json.loads((tmp_path / "a" / "eval" / "predictions.json").read_text())
     blind_predictions = json.loads((tmp_path / "b" / "eval" / "predictions.json").read_text())
     # The test split has 2 images in one batch: each is captioned from the other's features.
@@ -154,13 +154,13 @@ def test_a_model_that_overfits_a_few_images_gets_bleu4_above_0_9(tmp_path):
             "model.attention_dim=32",
             "trainer.max_epochs=10",
             "+trainer.check_val_every_n_epoch=10",
-            "logger={}",
+            "~logger",
             "data.batch_size=8",
         )
     )
     evaluation = evaluate(
         compose_evaluate(
-            tmp_path, f"ckpt={result['last_checkpoint']}", "eval.beam_size=3", "eval.split=test", "logger={}"
+            tmp_path, f"ckpt={result['last_checkpoint']}", "eval.beam_size=3", "eval.split=test", "~logger"
         )
     )
     assert evaluation["metrics"]["bleu_4"] > 0.9

@@ -22,8 +22,8 @@ def test_loss_ignores_padding():
     module = make_module(0.0)
     features = torch.randn(2, 4, 8)
     captions = torch.tensor([[1, 4, 5, 2, 0, 0], [1, 4, 6, 5, 6, 2]])
-    loss, words = module.caption_loss(features, captions)
-    alone, alone_words = module.caption_loss(features[:1], captions[:1, :4])
+    loss, words, _ = module.caption_loss(features, captions)
+    alone, alone_words, _ = module.caption_loss(features[:1], captions[:1, :4])
     assert words == 3 + 5 and alone_words == 3
     mixed = (loss * words - alone * alone_words) / (words - alone_words)
     assert torch.isclose(mixed, module.caption_loss(features[1:], captions[1:])[0], atol=1e-5)
@@ -32,10 +32,12 @@ def test_loss_ignores_padding():
 def test_doubly_stochastic_penalty_is_added_with_its_lambda():
     features = torch.randn(2, 4, 8)
     captions = torch.tensor([[1, 4, 5, 2, 0], [1, 4, 6, 5, 2]])
-    plain, _ = make_module(0.0).caption_loss(features, captions)
+    plain, _, no_penalty = make_module(0.0).caption_loss(features, captions)
     regularised_module = make_module(2.0)
-    regularised, _ = regularised_module.caption_loss(features, captions)
-    _, attention = regularised_module.decoder(features, captions[:, :-1])
+    cross_entropy, _, penalty = regularised_module.caption_loss(features, captions)
+    inputs = captions[:, :-1].masked_fill(captions[:, :-1] == 2, 0)  # <eos> is never an input
+    _, attention = regularised_module.decoder(features, inputs)
     mask = (captions[:, 1:] != 0).unsqueeze(2).float()
-    penalty = ((1 - (attention * mask).sum(dim=1)) ** 2).mean()
-    assert torch.isclose(regularised - plain, 2.0 * penalty, atol=1e-6) and penalty > 0
+    expected = ((1 - (attention * mask).sum(dim=1)) ** 2).mean()
+    assert no_penalty == 0 and torch.isclose(cross_entropy, plain)  # the reported loss stays cross-entropy
+    assert torch.isclose(penalty, 2.0 * expected, atol=1e-6) and expected > 0
