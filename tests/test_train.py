@@ -48,6 +48,18 @@ def compose_train(tmp_path: Path, *overrides: str):
         return compose("train", overrides=[*paths, *TINY, *dataset, *overrides])
 
 
+def compose_flickr(tmp_path: Path, root: Path, *overrides: str):
+    """A tiny run on a dataset in one of the Flickr30k layouts, offline (random encoder)."""
+    return compose_train(
+        tmp_path,
+        "data=flickr30k",
+        f"data.root={root}",
+        "model.encoder.weights=null",
+        "data.min_word_frequency=1",
+        *overrides,
+    )
+
+
 def test_defaults_are_the_reference_configuration(tmp_path):
     cfg = compose_train(tmp_path)
     with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
@@ -73,15 +85,8 @@ def test_each_flickr30k_layout_trains_and_checkpoints(tmp_path, layout):
     entries = tiny_shapes(source)
     root = write_layout(tmp_path / layout, layout, entries, source / "images")
 
-    cfg = compose_train(
-        tmp_path,
-        "data=flickr30k",
-        f"data.root={root}",
-        "model.encoder.weights=null",
-        "data.min_word_frequency=1",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1",
+    cfg = compose_flickr(
+        tmp_path, root, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"
     )
     result = train(cfg)
 

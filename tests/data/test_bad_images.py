@@ -7,7 +7,7 @@ import pandas as pd
 from PIL import Image
 
 from tests.layouts import tiny_shapes, write_layout
-from tests.test_train import compose_train
+from tests.test_train import compose_flickr
 from train import train
 
 
@@ -31,12 +31,9 @@ def test_bad_images_are_skipped_and_listed_and_no_good_sample_is_lost(tmp_path):
     (images / broken[2]).unlink()  # named in the annotations, missing on disk
 
     result = train(
-        compose_train(
+        compose_flickr(
             tmp_path,
-            "data=flickr30k",
-            f"data.root={root}",
-            "model.encoder.weights=null",
-            "data.min_word_frequency=1",
+            root,
             "trainer.max_epochs=1",
             "trainer.limit_train_batches=1",
             "trainer.limit_val_batches=1",

@@ -11,7 +11,7 @@ from caption import caption
 from captioning.errors import CheckpointError, DatasetFormatError, DatasetNotFoundError
 from evaluate import evaluate
 from tests.layouts import tiny_shapes
-from tests.test_train import PROJECT, compose_train
+from tests.test_train import PROJECT, compose_flickr, compose_train
 from train import train
 
 
@@ -141,12 +141,9 @@ def test_a_model_that_overfits_a_few_images_gets_bleu4_above_0_9(tmp_path):
     (root / "dataset_overfit.json").write_text(json.dumps({"images": images}))
 
     result = train(
-        compose_train(
+        compose_flickr(
             tmp_path,
-            "data=flickr30k",
-            f"data.root={root}",
-            "model.encoder.weights=null",
-            "data.min_word_frequency=1",
+            root,
             "model.dropout=0",
             "model.lr=0.01",
             "model.hidden_dim=64",
