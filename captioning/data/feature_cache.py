@@ -81,8 +81,11 @@ def build_feature_cache(
                 written += len(batch)
         features.flush()
         del features
-        metadata_path = path.with_suffix(".json")
-        metadata_path.write_text(json.dumps({**metadata, "unreadable": unreadable}, indent=1))
+        # The metadata first, then the features: once the features have their name, both are complete. Two
+        # runs building the same cache at once (a sweep) each write their own partial files, then replace.
+        partial_metadata = partial.with_suffix(".json")
+        partial_metadata.write_text(json.dumps({**metadata, "unreadable": unreadable}, indent=1))
+        os.replace(partial_metadata, path.with_suffix(".json"))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

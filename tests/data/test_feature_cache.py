@@ -110,3 +110,22 @@ def test_cache_key_changes_when_an_image_is_rewritten(shapes_root, tmp_path):
     image = copy / "images" / "shapes_00003.png"
     image.write_bytes(image.read_bytes() + b"\0")  # same name, new content (a regenerated dataset)
     assert make_datamodule(copy, tmp_path).feature_cache_path != before
+
+
+def test_two_runs_building_the_same_cache_at_once_leave_one_complete_cache(shapes_root, tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    builders = [context.Process(target=_prepare, args=(str(shapes_root), str(tmp_path))) for _ in range(2)]
+    for builder in builders:
+        builder.start()
+    for builder in builders:
+        builder.join(timeout=120)
+        assert builder.exitcode == 0
+    path = make_datamodule(shapes_root, tmp_path).feature_cache_path
+    assert open_feature_cache(path).shape == (12, 4, 2048)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.with_suffix(".json").name])
+
+
+def _prepare(root: str, cache_dir: str) -> None:
+    make_datamodule(root, cache_dir).prepare_data()
