@@ -1,0 +1,49 @@
+"""A run killed with SIGKILL mid-epoch resumes from last.ckpt and ends with the same number of steps."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tests.test_train import PROJECT, TINY, TINY_SHAPES
+
+
+def run_train(tmp_path: Path, run_dir: str, *overrides: str) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        str(PROJECT / "train.py"),
+        *TINY,
+        *TINY_SHAPES,
+        "~logger",
+        "trainer.max_epochs=3",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / run_dir}",
+        *overrides,
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=environment)
+
+
+def test_killed_mid_epoch_run_resumes_to_the_same_number_of_steps(tmp_path):
+    # 3 epochs of 10 steps; last.ckpt every 2 steps; killed at step 15, in the middle of the second epoch.
+    killed = run_train(
+        tmp_path,
+        "killed",
+        "callbacks.step_checkpoint.every_n_train_steps=2",
+        "+callbacks.killer._target_=tests.killer.KillAtStep",
+        "+callbacks.killer.step=15",
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    interrupted = torch.load(last, weights_only=True)
+    assert interrupted["global_step"] == 14 and interrupted["epoch"] == 1
+    assert interrupted["optimizer_states"][0]["state"]  # Adam's moments are saved with it
+
+    resumed = run_train(tmp_path, "resumed", f"ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    final = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 30 and final["epoch"] == 2  # as an uninterrupted run of 3 x 10 steps
+    assert final["lr_schedulers"][0]["last_epoch"] == 3
