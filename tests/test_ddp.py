@@ -1,0 +1,56 @@
+"""trainer=ddp: two CPU processes (gloo) share the work: disjoint data, identical weights, one cache build."""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+from captioning.data.vocabulary import Vocabulary
+from tests.test_train import PROJECT, TINY, TINY_SHAPES
+
+
+def test_two_processes_see_disjoint_data_and_end_with_the_same_weights(tmp_path):
+    command = [
+        sys.executable,
+        str(PROJECT / "train.py"),
+        *TINY,
+        *TINY_SHAPES,
+        "~logger",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "+callbacks.probe._target_=tests.ddp_probe.RecordRankData",
+        f"+callbacks.probe.directory={tmp_path / 'probe'}",
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=environment)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    ranks = [json.loads((tmp_path / "probe" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [rank["world_size"] for rank in ranks] == [2, 2]
+    # Together the two processes saw every training caption exactly once: no sample twice, none lost.
+    dataset = json.loads((tmp_path / "data" / "shapes" / "dataset_shapes.json").read_text())["images"]
+    train_captions = [s["raw"] for image in dataset if image["split"] == "train" for s in image["sentences"]]
+    vocabulary = Vocabulary.build(train_captions, min_frequency=1)
+    expected = Counter(tuple(vocabulary.encode(caption, max_length=20)) for caption in train_captions)
+    seen = Counter(
+        tuple(token for token in sample if token != vocabulary.pad_id)
+        for r in ranks
+        for s in [r]
+        for sample in s["samples"]
+    )
+    assert seen == expected
+    assert len(ranks[0]["samples"]) == len(ranks[1]["samples"]) == len(train_captions) // 2
+    # Gradients are averaged across processes, so both end with the same weights.
+    assert ranks[0]["weights_sum"] == ranks[1]["weights_sum"] and ranks[0]["weights_norm"] == ranks[1]["weights_norm"]
+    # The feature cache was built once, by rank 0, and the other process waited for it.
+    assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 1
+    logs = sorted((tmp_path / "run").glob("*.log"))  # train.log (rank 0), train_ddp_process_1.log (rank 1)
+    assert len(logs) == 2
+    assert sum(log.read_text().count("Feature cache written") for log in logs) == 1
