@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from captioning.checkpoints import checkpoint_vocabulary, read_checkpoint
+from captioning.checkpoints import check_resumable, checkpoint_vocabulary, read_checkpoint
 from captioning.cli import run_entry_point
 from captioning.evaluation.run import evaluate_checkpoint
 from captioning.history import LossHistory
@@ -26,7 +26,10 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _convert_="all")
     if cfg.ckpt_path:
-        datamodule.vocabulary = checkpoint_vocabulary(read_checkpoint(cfg.ckpt_path))
+        checkpoint = read_checkpoint(cfg.ckpt_path)
+        vocabulary = checkpoint_vocabulary(checkpoint)
+        check_resumable(checkpoint, dict(cfg.model), datamodule.vocabulary_coverage(vocabulary))
+        datamodule.vocabulary = vocabulary
     model = instantiate(cfg.model, vocabulary=datamodule.vocabulary.tokens, _convert_="all")
     callbacks = [instantiate(callback) for callback in cfg.get("callbacks", {}).values()]
     callbacks.append(RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))

@@ -157,3 +157,18 @@ def test_sweep_runs_every_job_into_its_own_directory(tmp_path):
         assert checkpoint["hyper_parameters"]["hidden_dim"] == hidden
         assert (tmp_path / "sweep" / job / "tensorboard").is_dir()
     assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 1  # one cache, shared by both jobs
+
+
+def test_resume_refuses_a_checkpoint_of_another_model_or_vocabulary(tmp_path):
+    first = train(compose_train(tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "~logger"))
+    last = first["last_checkpoint"]
+    with pytest.raises(CheckpointError, match=r"model.hidden_dim=16 \(this run: 8\)"):
+        train(compose_train(tmp_path, "model.hidden_dim=8", f"ckpt_path={last}", "~logger"))
+
+    source = tmp_path / "source"
+    entries = tiny_shapes(source)
+    for entry in entries:  # the same images, captioned in another language
+        entry["sentences"] = [{"raw": "une forme colorée sur un fond blanc"}] * 5
+    root = write_layout(tmp_path / "french", "karpathy", entries, source / "images")
+    with pytest.raises(CheckpointError, match="knows only 0% of the words"):
+        train(compose_flickr(tmp_path, root, f"ckpt_path={last}", "~logger"))

@@ -23,7 +23,7 @@ from captioning.data.datasets import (
 from captioning.data.feature_cache import build_feature_cache, feature_cache_path, unreadable_images
 from captioning.data.images import ImageFolderDataset, image_transform
 from captioning.data.readers import read_annotations
-from captioning.data.vocabulary import Vocabulary
+from captioning.data.vocabulary import Vocabulary, tokenize
 from captioning.model.encoder import ResNet50Encoder, encoder_identity
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,15 @@ class CaptionDataModule(L.LightningDataModule):
             train_captions = self.captions.loc[self.captions["split"] == "train", "caption"]
             self._vocabulary = Vocabulary.build(train_captions, self.min_word_frequency)
         return self._vocabulary
+
+    def vocabulary_coverage(self, vocabulary: Vocabulary) -> float:
+        """Share of the words of the training captions that `vocabulary` knows."""
+        words = [
+            word
+            for caption in self.captions.loc[self.captions["split"] == "train", "caption"]
+            for word in tokenize(caption)
+        ]
+        return sum(word in vocabulary.index for word in words) / max(len(words), 1)
 
     @vocabulary.setter
     def vocabulary(self, vocabulary: Vocabulary) -> None:
