@@ -11,6 +11,7 @@ import lightning as L
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from captioning.data.datasets import (
     CachedFeatures,
@@ -21,7 +22,7 @@ from captioning.data.datasets import (
     ImagesOnTheFly,
 )
 from captioning.data.feature_cache import build_feature_cache, feature_cache_path, unreadable_images
-from captioning.data.images import ImageFolderDataset, image_transform
+from captioning.data.images import UNREADABLE_IMAGE_ERRORS, ImageFolderDataset, image_transform, load_image
 from captioning.data.readers import read_annotations
 from captioning.data.vocabulary import Vocabulary, tokenize
 from captioning.model.encoder import ResNet50Encoder, encoder_identity
@@ -168,11 +169,22 @@ class CaptionDataModule(L.LightningDataModule):
             return CachedFeatures(self.feature_cache_path)
         return ImagesOnTheFly([self.root / image for image in self.images], self.transform)
 
+    def _unreadable_images(self) -> list[str]:
+        """Images that cannot be decoded: as the cache build found them, or, without a cache, by decoding
+        each image once at a small scale."""
+        if self.cache_features:
+            return [self.images[position] for position in unreadable_images(self.feature_cache_path)]
+        unreadable = []
+        for image in tqdm(self.images, desc="Checking images", unit="image"):
+            try:
+                load_image(self.root / image, draft_size=(64, 64))
+            except UNREADABLE_IMAGE_ERRORS:
+                unreadable.append(image)
+        return unreadable
+
     def _readable_captions(self) -> pd.DataFrame:
-        """The captions of the images the cache build could read; the others are reported and left out."""
-        if not self.cache_features:
-            return self.captions
-        unreadable = [self.images[position] for position in unreadable_images(self.feature_cache_path)]
+        """The captions of the images that can be read; the others are reported and left out."""
+        unreadable = self._unreadable_images()
         if unreadable:
             log.warning(
                 f"{len(unreadable)} image(s) could not be read (truncated, empty or not an image) and are "

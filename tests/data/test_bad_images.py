@@ -4,6 +4,7 @@ import io
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from PIL import Image
 
 from tests.layouts import tiny_shapes, write_layout
@@ -11,7 +12,8 @@ from tests.test_train import compose_flickr
 from train import train
 
 
-def test_bad_images_are_skipped_and_listed_and_no_good_sample_is_lost(tmp_path):
+@pytest.mark.parametrize("cache_features", [True, False])
+def test_bad_images_are_skipped_and_listed_and_no_good_sample_is_lost(tmp_path, cache_features):
     source = tmp_path / "source"
     entries = tiny_shapes(source, num_images=16)
     root = write_layout(tmp_path / "flickr", "karpathy", entries, source / "images")
@@ -38,6 +40,7 @@ def test_bad_images_are_skipped_and_listed_and_no_good_sample_is_lost(tmp_path):
             "trainer.limit_train_batches=1",
             "trainer.limit_val_batches=1",
             "~logger",
+            f"data.cache_features={cache_features}",
         )
     )
 
