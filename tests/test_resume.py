@@ -47,3 +47,23 @@ def test_killed_mid_epoch_run_resumes_to_the_same_number_of_steps(tmp_path):
     final = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == 30 and final["epoch"] == 2  # as an uninterrupted run of 3 x 10 steps
     assert final["lr_schedulers"][0]["last_epoch"] == 3
+
+
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    import pytest
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from captioning.atomic_checkpoint import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": torch.tensor(1)}, path)
+
+    def killed_while_writing(self, checkpoint, partial, storage_options=None):
+        partial.write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        AtomicCheckpointIO().save_checkpoint({"step": torch.tensor(2)}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1  # the previous checkpoint, intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
