@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from captioning.data.images import UNREADABLE_IMAGE_ERRORS, load_image
+from captioning.data.images import ImageFolderDataset
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +54,13 @@ class ImagesOnTheFly:
     batch_key = "images"
 
     def __init__(self, paths: list[Path], transform: transforms.Compose) -> None:
-        self.paths = paths
-        self.transform = transform
+        self.images = ImageFolderDataset(paths, transform)
 
     def __getitem__(self, image_index: int) -> torch.Tensor:
-        try:
-            return self.transform(load_image(self.paths[image_index]))  # (3, S, S)
-        except UNREADABLE_IMAGE_ERRORS:
-            log.warning(f"Unreadable image {self.paths[image_index]}: a blank image stands in for it")
-            return self.transform(Image.new("RGB", (8, 8)))
+        pixels, readable = self.images[image_index]  # (3, S, S)
+        if not readable:  # found readable before training, broken since: a blank image stands in
+            log.warning(f"Unreadable image {self.images.paths[image_index]}: a blank image stands in for it")
+        return pixels
 
 
 class CaptionPairs(Dataset):

@@ -6,10 +6,9 @@ import logging
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from captioning.checkpoints import checkpoint_data_config, load_captioner, read_checkpoint
-from captioning.data.images import IMAGE_SUFFIXES, image_transform, load_image
+from captioning.data.images import IMAGE_SUFFIXES, ImageFolderDataset, image_transform
 from captioning.errors import DatasetNotFoundError
 from captioning.evaluation.report import save_attention_figure
 
@@ -34,14 +33,14 @@ def caption_images(checkpoint_path: str | Path, images: list[Path], beam_size: i
     checkpoint = read_checkpoint(checkpoint_path)
     module = load_captioner(checkpoint)
     transform = image_transform(checkpoint_data_config(checkpoint).get("image_size", 224))
+    dataset = ImageFolderDataset(images, transform)
     results = []
-    for path in images:
-        try:
-            pixels = transform(load_image(path)).unsqueeze(0)  # (1, 3, S, S)
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-            log.warning(f"Skipped {path}: not a readable image ({error})")
+    for index, path in enumerate(images):
+        pixels, readable = dataset[index]  # (3, S, S)
+        if not readable:
+            log.warning(f"Skipped {path}: not a readable image")
             continue
-        generation = module.generate(module.encoder(pixels), beam_size)
+        generation = module.generate(module.encoder(pixels.unsqueeze(0)), beam_size)
         words = module.vocabulary.words(generation.tokens[0].tolist())
         figure = save_attention_figure(
             path, words, generation.attention[0, : len(words)].tolist(), output_dir / "attention" / f"{path.stem}.png"
