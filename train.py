@@ -44,11 +44,14 @@ def train(cfg: DictConfig) -> dict:
         skipped_path = output_dir / "skipped_images.csv"
         pd.DataFrame(datamodule.skipped_images).to_csv(skipped_path, index=False)
         log.warning(f"{len(datamodule.skipped_images)} image(s) were skipped: listed in {skipped_path}")
-    checkpoint = trainer.checkpoint_callback
+    checkpoint = trainer.checkpoint_callback  # the first: best.ckpt
+    last_checkpoint = next(
+        (saver.best_model_path for saver in trainer.checkpoint_callbacks if saver.monitor is None), ""
+    )
     result = {
         "output_dir": str(output_dir),
         "best_checkpoint": checkpoint.best_model_path if checkpoint else "",
-        "last_checkpoint": checkpoint.last_model_path if checkpoint else "",
+        "last_checkpoint": last_checkpoint,
         "global_step": trainer.global_step,
         "train_samples": len(datamodule.datasets["train"]),
         "history": None,

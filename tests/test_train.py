@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -106,6 +107,33 @@ def test_resume_continues_the_run(tmp_path):
     assert resumed["global_step"] == 20
     checkpoint = torch.load(resumed["last_checkpoint"], weights_only=True)
     assert checkpoint["epoch"] == 1 and checkpoint["lr_schedulers"][0]["last_epoch"] == 2
+
+
+class LastCheckpointProbe(L.Callback):
+    """Records the step that last.ckpt holds at the start of every epoch."""
+
+    steps: list[int | None] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        saved = torch.load(last, weights_only=True)["global_step"] if last.exists() else None
+        LastCheckpointProbe.steps.append(saved)
+
+
+def test_last_checkpoint_is_written_every_epoch_even_when_validation_does_not_improve(tmp_path):
+    LastCheckpointProbe.steps = []
+    # best.ckpt by the lowest epoch number: only the first epoch "improves", as when the val loss stalls
+    overrides = [
+        "callbacks.model_checkpoint.monitor=epoch",
+        "trainer.max_epochs=3",
+        f"trainer.default_root_dir={tmp_path / 'run'}",
+        "~logger",
+    ]
+    probe = f"+callbacks.probe._target_={LastCheckpointProbe.__module__}.LastCheckpointProbe"
+    result = train(compose_train(tmp_path, *overrides, probe))
+    assert LastCheckpointProbe.steps == [None, 10, 20]
+    assert torch.load(result["last_checkpoint"], weights_only=True)["global_step"] == 30
+    assert torch.load(result["best_checkpoint"], weights_only=True)["global_step"] == 10
 
 
 def test_resume_from_a_missing_checkpoint_says_so(tmp_path):
