@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 
 from captioning.model.attention import AdditiveAttention
+from captioning.model.recurrence import AttentionLSTMRecurrence
 
 
 @dataclass
@@ -57,6 +57,9 @@ class AttentionDecoder(nn.Module):
         self.hidden_to_gates = nn.Linear(hidden_dim, 4 * hidden_dim, bias=False)
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_dim, vocab_size)
+        # Teacher forcing through AttentionLSTMRecurrence's hand-written backward pass; False leaves the same
+        # steps to autograd (the reference it is tested against).
+        self.fused_recurrence = True
 
     def _start(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = self.feature_norm(features.flatten(0, 1)).view_as(features)  # (B, R, D)
@@ -97,25 +100,60 @@ class AttentionDecoder(nn.Module):
         hidden = torch.sigmoid(output_gate) * torch.tanh(cell)  # (B, H)
         return hidden, cell, weights
 
-    def forward(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing: logits (B, T, V) of the word after each input word of `captions` (B, T), and
-        the attention (B, T, R) used for each.
+    def _teacher_forced(
+        self, features: torch.Tensor, captions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hidden states (N, H) and attention (N, R) of the N real (non-`<pad>`) input words of `captions`
+        (B, T), and their flat positions (N,) in (B, T).
 
         Captions are processed longest first and each step only runs the captions still going, so that a
-        batch costs its real words, not B times the longest; positions past a caption's end (`<pad>`
-        inputs) get zero attention and logits that the loss ignores.
+        batch costs its real words, not B times the longest.
         """
+        batch, length = captions.shape
         lengths = (captions != self.pad_id).sum(dim=1)  # (B,)
         order = lengths.argsort(descending=True)
         features, projected, hidden, cell = self._start(features[order])
         word_gates = self.word_to_gates(self.dropout(self.embedding(captions[order])))  # (B, T, 4H)
+        steps = torch.arange(length, device=captions.device)
+        running = lengths[order].unsqueeze(0) > steps.unsqueeze(1)  # (T, B)
+        active_counts = [count for count in running.sum(dim=1).tolist() if count > 0]
         hidden_weights = self._hidden_weights()
-        running = lengths[order].unsqueeze(0) > torch.arange(captions.size(1), device=captions.device).unsqueeze(1)
-        active_counts = running.sum(dim=1).tolist()  # (T,): captions still going at each step
+        fused = self.fused_recurrence and not features.requires_grad  # it gives features no gradient
+        if not fused or torch.is_autocast_enabled(features.device.type):
+            hiddens, attention = self._recurrence_by_autograd(
+                word_gates, features, projected, hidden, cell, hidden_weights, active_counts
+            )
+        else:
+            hiddens, attention = AttentionLSTMRecurrence.apply(
+                word_gates,
+                features,
+                projected,
+                hidden,
+                cell,
+                *hidden_weights,
+                self.attention.score.weight,
+                self.attention.score.bias,
+                self.context_to_gates.weight,
+                active_counts,
+            )  # (N, H), (N, R)
+        step_of_word, rank_of_word = running.nonzero(as_tuple=True)  # step-major, as the packed rows
+        positions = order[rank_of_word] * length + step_of_word  # (N,)
+        return hiddens, attention, positions
+
+    def _recurrence_by_autograd(
+        self,
+        word_gates: torch.Tensor,
+        features: torch.Tensor,
+        projected: torch.Tensor,
+        hidden: torch.Tensor,
+        cell: torch.Tensor,
+        hidden_weights: tuple[torch.Tensor, torch.Tensor],
+        active_counts: list[int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recurrence of `AttentionLSTMRecurrence` written with `_step` and left to autograd: the
+        reference the fused version is tested against, and the path for autocast or trainable features."""
         hiddens, attention = [], []
         for step, active in enumerate(active_counts):
-            if active == 0:
-                break
             hidden, cell, weights = self._step(
                 word_gates[:active, step],
                 features[:active],
@@ -126,14 +164,32 @@ class AttentionDecoder(nn.Module):
             )
             hiddens.append(hidden)
             attention.append(weights)
-        length = captions.size(1)
-        hiddens = pad_sequence(hiddens, batch_first=False)  # (B, steps, H): zeros past each end
-        attention = pad_sequence(attention, batch_first=False)  # (B, steps, R)
-        padding = (0, 0, 0, length - hiddens.size(1))
-        hiddens, attention = F.pad(hiddens, padding), F.pad(attention, padding)  # (B, T, ...)
-        unsort = order.argsort()
-        logits = self.output(self.dropout(hiddens[unsort]))  # (B, T, V)
-        return logits, attention[unsort]  # (B, T, V), (B, T, R)
+        return torch.cat(hiddens), torch.cat(attention)  # (N, H), (N, R)
+
+    def forward(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing: logits (B, T, V) of the word after each input word of `captions` (B, T), and
+        the attention (B, T, R) used for each. Positions past a caption's end (`<pad>` inputs) get zero
+        attention and the logits of a zero hidden state, which a loss ignoring `<pad>` never reads."""
+        batch, length = captions.shape
+        hiddens, attention, positions = self._teacher_forced(features, captions)
+        padded_hiddens = hiddens.new_zeros(batch * length, hiddens.size(1)).index_copy(0, positions, hiddens)
+        padded_attention = attention.new_zeros(batch * length, attention.size(1)).index_copy(0, positions, attention)
+        logits = self.output(self.dropout(padded_hiddens.view(batch, length, -1)))  # (B, T, V)
+        return logits, padded_attention.view(batch, length, -1)  # (B, T, V), (B, T, R)
+
+    def cross_entropy(
+        self, features: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """Mean cross-entropy of the words `targets` (B, T) that follow the real (non-`<pad>`) words of
+        `inputs` (B, T), computed only there (no output-layer product for padding); the number of words
+        scored; and the attention (B, T, R)."""
+        batch, length = inputs.shape
+        hiddens, attention, positions = self._teacher_forced(features, inputs)
+        word_targets = targets.flatten()[positions]  # (N,)
+        logits = self.output(self.dropout(hiddens))  # (N, V)
+        loss = F.cross_entropy(logits, word_targets, ignore_index=self.pad_id)
+        padded_attention = attention.new_zeros(batch * length, attention.size(1)).index_copy(0, positions, attention)
+        return loss, int((word_targets != self.pad_id).sum()), padded_attention.view(batch, length, -1)
 
     def _next_log_probs(
         self, tokens: torch.Tensor, features: torch.Tensor, projected: torch.Tensor, state: tuple, hidden_weights: tuple

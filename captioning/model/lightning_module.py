@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from captioning.data.images import load_image
@@ -87,14 +86,13 @@ class CaptioningModule(L.LightningModule):
         pad_id = self.vocabulary.pad_id
         inputs, targets = captions[:, :-1], captions[:, 1:]  # (N, T-1)
         inputs = inputs.masked_fill(inputs == self.vocabulary.eos_id, pad_id)  # nothing follows <eos>
-        logits, attention = self.decoder(features, inputs)  # (N, T-1, V), (N, T-1, R)
-        cross_entropy = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id)
+        cross_entropy, words, attention = self.decoder.cross_entropy(features, inputs, targets)  # (N, T-1, R)
         penalty = torch.zeros((), device=features.device)
         if self.hparams.attention_reg > 0:
             mask = (targets != pad_id).unsqueeze(2).to(attention.dtype)  # (N, T-1, 1)
             coverage = (attention * mask).sum(dim=1)  # (N, R): total attention each region got
             penalty = self.hparams.attention_reg * ((1.0 - coverage) ** 2).mean()
-        return cross_entropy, int((targets != pad_id).sum()), penalty
+        return cross_entropy, words, penalty
 
     def generate(self, features: torch.Tensor, beam_size: int = 1) -> Generation:
         return self.decoder.generate(features, self.hparams.max_caption_length, beam_size)

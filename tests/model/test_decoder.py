@@ -101,3 +101,28 @@ def test_generation_shares_features_between_beams():
     beams = decoder.beam_search(features, beam_size=4, max_length=1)
     greedy = decoder.greedy(features, max_length=1)
     assert torch.equal(beams.tokens[:, 0], greedy.tokens[:, 0])
+
+
+def test_hand_written_backward_equals_autograd_on_captions_of_different_lengths():
+    decoder = small_decoder(vocab_size=30).double()
+    features = torch.randn(5, 7, 32, dtype=torch.float64) * 10
+    inputs = torch.randint(3, 30, (5, 9))
+    inputs[:, 0] = decoder.bos_id
+    for row, length in enumerate([9, 4, 7, 1, 4]):  # unsorted, with ties and a lone <bos>
+        inputs[row, length:] = decoder.pad_id
+    targets = torch.randint(3, 30, (5, 9))
+
+    def loss_and_gradients(fused: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        decoder.fused_recurrence = fused
+        decoder.zero_grad()
+        loss, words, attention = decoder.cross_entropy(features, inputs, targets)
+        assert words == 9 + 4 + 7 + 1 + 4
+        (loss + (attention**2).sum()).backward()  # attention has a gradient of its own too
+        return loss.detach(), {name: parameter.grad.clone() for name, parameter in decoder.named_parameters()}
+
+    fused_loss, fused_gradients = loss_and_gradients(True)
+    autograd_loss, autograd_gradients = loss_and_gradients(False)
+    torch.testing.assert_close(fused_loss, autograd_loss, rtol=1e-12, atol=0)
+    for name, gradient in autograd_gradients.items():
+        assert gradient.abs().max() > 0 or name == "attention.score.bias", name  # softmax ignores that bias
+        torch.testing.assert_close(fused_gradients[name], gradient, rtol=1e-10, atol=1e-12, msg=name)
