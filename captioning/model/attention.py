@@ -19,18 +19,23 @@ class AdditiveAttention(nn.Module):
         """The hidden-independent half of the score, computed once per image rather than once per word."""
         return self.feature_projection(features)  # (B, R, A)
 
+    def weights(self, projected_features: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Attention weights (N, R) for the projected hidden states `query` = hidden_projection(h) (N, A),
+        which the decoder computes together with its other products of h.
+
+        N may be K times the number of images B (K beams per image, adjacent rows): the K queries of an
+        image then share its projected features (B, R, A) instead of K copies of them.
+        """
+        batch, regions, attention_dim = projected_features.shape
+        queries = query.view(batch, -1, 1, attention_dim)  # (B, K, 1, A)
+        scores = self.score(torch.add(projected_features.unsqueeze(1), queries).tanh_()).squeeze(3)  # (B, K, R)
+        return scores.softmax(dim=2).flatten(0, 1)  # (N, R)
+
     def forward(
         self, features: torch.Tensor, projected_features: torch.Tensor, query: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context vectors (N, D) and attention weights (N, R) for the projected hidden states `query`
-        = hidden_projection(h) (N, A), which the decoder computes together with its other products.
-
-        N may be K times the number of images B (K beams per image, adjacent rows): the K queries of an
-        image then share its features (B, R, D) instead of K copies of them.
-        """
+        """Context vectors (N, D) and attention weights (N, R); N = K x B as in `weights`."""
+        weights = self.weights(projected_features, query)  # (N, R)
         batch, regions, _ = features.shape
-        queries = query.view(batch, -1, 1, query.size(-1))  # (B, K, 1, A)
-        scores = self.score(torch.tanh(projected_features.unsqueeze(1) + queries)).squeeze(3)  # (B, K, R)
-        weights = scores.softmax(dim=2)  # (B, K, R)
-        context = torch.bmm(weights, features)  # (B, K, D)
-        return context.flatten(0, 1), weights.flatten(0, 1)  # (N, D), (N, R)
+        context = torch.bmm(weights.view(batch, -1, regions), features)  # (B, K, D)
+        return context.flatten(0, 1), weights  # (N, D), (N, R)

@@ -191,24 +191,50 @@ class AttentionDecoder(nn.Module):
         padded_attention = attention.new_zeros(batch * length, attention.size(1)).index_copy(0, positions, attention)
         return loss, int((word_targets != self.pad_id).sum()), padded_attention.view(batch, length, -1)
 
-    def _next_log_probs(
-        self, tokens: torch.Tensor, features: torch.Tensor, projected: torch.Tensor, state: tuple, hidden_weights: tuple
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-        word_gates = self.word_to_gates(self.embedding(tokens))  # (N, 4H)
-        hidden, cell, weights = self._step(word_gates, features, projected, *state, hidden_weights)
-        return self.output(hidden).log_softmax(dim=-1), weights, (hidden, cell)  # (N, V), (N, R)
+    def _start_generation(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`_start`, plus each region's share of the LSTM gates, were it attended alone (B, R, 4H).
+
+        context @ W_c.T = weights @ (features @ W_c.T): with K beams of some 20 words, one product per image
+        replaces K x 20 products per image, and the (B, R, D) features are never read again.
+        """
+        features, projected, hidden, cell = self._start(features)
+        region_gates = F.linear(features, self.context_to_gates.weight)  # (B, R, 4H)
+        return region_gates, projected, hidden, cell
+
+    def _generation_step(
+        self,
+        tokens: torch.Tensor,
+        region_gates: torch.Tensor,
+        projected: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
+        hidden_weights: tuple[torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """`_step` for N = B x K hypotheses (K adjacent rows per image) from their last tokens (N,):
+        logits of the next word (N, V), attention (N, R) and the new (hidden, cell)."""
+        hidden, cell = state
+        from_hidden = F.linear(hidden, *hidden_weights)  # (N, A + 1 + 4H)
+        attention_dim = projected.size(2)
+        query, gate, hidden_gates = from_hidden.split([attention_dim, 1, from_hidden.size(1) - attention_dim - 1], 1)
+        weights = self.attention.weights(projected, query)  # (N, R)
+        batch, regions, _ = region_gates.shape
+        attended = torch.bmm(weights.view(batch, -1, regions), region_gates).flatten(0, 1)  # (N, 4H)
+        gates = self.word_to_gates(self.embedding(tokens)).add_(hidden_gates).addcmul_(torch.sigmoid(gate), attended)
+        input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
+        cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
+        hidden = torch.sigmoid(output_gate) * torch.tanh(cell)  # (N, H)
+        return self.output(hidden), weights, (hidden, cell)  # (N, V), (N, R)
 
     @torch.no_grad()
     def greedy(self, features: torch.Tensor, max_length: int) -> Generation:
         """The most likely word at each step, for at most `max_length` words plus `<eos>`."""
-        features, projected, hidden, cell = self._start(features)
+        region_gates, projected, hidden, cell = self._start_generation(features)
         state, hidden_weights = (hidden, cell), self._hidden_weights()
         tokens = torch.full((features.size(0),), self.bos_id, dtype=torch.long, device=features.device)
         finished = torch.zeros_like(tokens, dtype=torch.bool)
         generated, attention = [], []
         for _ in range(max_length + 1):
-            log_probs, weights, state = self._next_log_probs(tokens, features, projected, state, hidden_weights)
-            tokens = log_probs.argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
+            logits, weights, state = self._generation_step(tokens, region_gates, projected, state, hidden_weights)
+            tokens = logits.argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
             generated.append(tokens)
             attention.append(weights)
             finished |= tokens == self.eos_id
@@ -223,12 +249,12 @@ class AttentionDecoder(nn.Module):
         Returns the highest-scoring (summed log-probability) hypothesis of each image.
         """
         batch_size, beams = features.size(0), beam_size
-        features, projected, hidden, cell = self._start(features)  # features stay (B, R, D): beams share them
+        region_gates, projected, hidden, cell = self._start_generation(features)  # beams share them
         hidden_weights = self._hidden_weights()
         state = (hidden.repeat_interleave(beams, dim=0), cell.repeat_interleave(beams, dim=0))  # (B*K, H)
         device = features.device
-        scores = torch.full((batch_size, beams), float("-inf"), device=device)
-        scores[:, 0] = 0.0  # all beams start identical: expand only the first
+        scores = torch.full((batch_size * beams, 1), float("-inf"), device=device)
+        scores[::beams] = 0.0  # all beams start identical: expand only the first
         tokens = torch.full((batch_size * beams,), self.bos_id, dtype=torch.long, device=device)
         finished = torch.zeros_like(tokens, dtype=torch.bool)
         # A finished hypothesis continues with <pad> at no cost, so it keeps its score.
@@ -236,12 +262,14 @@ class AttentionDecoder(nn.Module):
         finished_row[self.pad_id] = 0.0
         offsets = (torch.arange(batch_size, device=device) * beams).unsqueeze(1)  # (B, 1)
         history = torch.empty((batch_size * beams, 0), dtype=torch.long, device=device)
-        attention = torch.empty((batch_size * beams, 0, features.size(1)), device=device)  # (B*K, L, R)
+        attention = torch.empty((batch_size * beams, 0, projected.size(1)), device=device)  # (B*K, L, R)
         for _ in range(max_length + 1):
-            log_probs, weights, state = self._next_log_probs(tokens, features, projected, state, hidden_weights)
-            log_probs = torch.where(finished.unsqueeze(1), finished_row, log_probs)  # (B*K, V)
-            candidates = (scores.view(-1, 1) + log_probs).view(batch_size, -1)  # (B, K*V)
-            scores, flat_index = candidates.topk(beams, dim=1)  # (B, K)
+            logits, weights, state = self._generation_step(tokens, region_gates, projected, state, hidden_weights)
+            candidates = logits.log_softmax(dim=1).add_(scores)  # (B*K, V): score of each continuation
+            if finished.any():
+                candidates[finished] = finished_row + scores[finished]
+            scores, flat_index = candidates.view(batch_size, -1).topk(beams, dim=1)  # (B, K) over K x V each
+            scores = scores.view(-1, 1)  # (B*K, 1)
             origin = (offsets + flat_index // self.vocab_size).view(-1)  # (B*K,) rows the beams come from
             tokens = (flat_index % self.vocab_size).view(-1)  # (B*K,)
             state = (state[0][origin], state[1][origin])
