@@ -8,10 +8,15 @@ feature cache of them exactly as training does (random encoder weights: the cost
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a file (python benchmarks/x.py): make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image

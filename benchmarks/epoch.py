@@ -10,10 +10,15 @@ sampled twice a second. With --max-batches the epoch is cut short and its full l
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a file (python benchmarks/x.py): make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import threading
 import time
-from pathlib import Path
 
 import lightning as L
 import numpy as np
