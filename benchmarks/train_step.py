@@ -1,13 +1,15 @@
 """Training-step throughput of the decoder on cached features: forward + backward + Adam step.
 
-python benchmarks/train_step.py --batch-size 32 --vocab-size 7500 --caption-len 20 [--reference]
+python benchmarks/train_step.py --batch-size 32 --vocab-size 7500 --caption-len 20 [--reference] [--profile]
 
 Times the training path of the LightningModule (`AttentionDecoder.cross_entropy`). Prints captions per
 second and the useful GFLOP/s (the matrix products the model needs, counted once per caption) against this
 machine's measured fp32 matrix-product rate. `--reference` also times the same model with its recurrence
 left to autograd, and a straightforward per-step loop (as the well-known tutorial writes it: the region
 features re-projected at every step, the word and output products inside the loop), and checks that all
-three give the same loss on the same weights.
+three give the same loss on the same weights. `--profile` reports the time the step spends in matrix
+products alone, and the roofline fraction that time alone would give: the bound on what removing every
+other cost could reach.
 """
 
 from __future__ import annotations
@@ -68,6 +70,19 @@ def useful_flops_per_caption(
     return 3 * 2 * (once + steps * per_step)
 
 
+MATRIX_PRODUCTS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::addmv_", "aten::mv"}
+
+
+def matrix_product_milliseconds(step, repeats: int) -> float:
+    """Time per step spent inside matrix products (profiler self time): what the step costs at the least,
+    with everything else (elementwise work, Python, autograd) taken away."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        for _ in range(repeats):
+            step()
+    events = profiler.key_averages()
+    return sum(event.self_cpu_time_total for event in events if event.key in MATRIX_PRODUCTS) / repeats / 1e3
+
+
 def time_training(step, repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         step()
@@ -90,6 +105,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reference", action="store_true", help="also time the autograd and per-step loops")
+    parser.add_argument(
+        "--profile", action="store_true", help="also report the time spent in matrix products (torch profiler)"
+    )
     parser.add_argument(
         "--system-allocator", action="store_true", help="leave glibc's defaults (the entry points change them)"
     )
@@ -139,6 +157,13 @@ def main() -> None:
         "gemm_gflops": gemm,
         "roofline_fraction": flops * args.batch_size / seconds / 1e9 / gemm,
     }
+    if args.profile:
+        product_ms = matrix_product_milliseconds(lambda: step(fast_loss), 5)
+        figures.update(
+            matrix_product_ms=product_ms,
+            matrix_product_share=product_ms / figures["step_ms"],
+            roofline_fraction_of_matrix_products=flops * args.batch_size / (product_ms / 1e3) / 1e9 / gemm,
+        )
     if args.reference:
         decoder.eval()  # no dropout: the paths must give the same loss on the same weights
         with torch.no_grad():
