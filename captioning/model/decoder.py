@@ -20,6 +20,12 @@ class Generation:
     attention: torch.Tensor
 
 
+def _unpack(packed: torch.Tensor, positions: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Rows (N, C) of the words at flat `positions` (N,) into a zero-filled (B, T, C) of `shape` (B, T)."""
+    padded = packed.new_zeros(shape.numel(), packed.size(1)).index_copy(0, positions, packed)
+    return padded.view(*shape, -1)  # (B, T, C)
+
+
 class AttentionDecoder(nn.Module):
     """Show, Attend and Tell decoder: at each word, attend to the regions and feed the gated context to an LSTM.
 
@@ -170,12 +176,9 @@ class AttentionDecoder(nn.Module):
         """Teacher forcing: logits (B, T, V) of the word after each input word of `captions` (B, T), and
         the attention (B, T, R) used for each. Positions past a caption's end (`<pad>` inputs) get zero
         attention and the logits of a zero hidden state, which a loss ignoring `<pad>` never reads."""
-        batch, length = captions.shape
         hiddens, attention, positions = self._teacher_forced(features, captions)
-        padded_hiddens = hiddens.new_zeros(batch * length, hiddens.size(1)).index_copy(0, positions, hiddens)
-        padded_attention = attention.new_zeros(batch * length, attention.size(1)).index_copy(0, positions, attention)
-        logits = self.output(self.dropout(padded_hiddens.view(batch, length, -1)))  # (B, T, V)
-        return logits, padded_attention.view(batch, length, -1)  # (B, T, V), (B, T, R)
+        logits = self.output(self.dropout(_unpack(hiddens, positions, captions.shape)))  # (B, T, V)
+        return logits, _unpack(attention, positions, captions.shape)  # (B, T, V), (B, T, R)
 
     def cross_entropy(
         self, features: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
@@ -183,13 +186,11 @@ class AttentionDecoder(nn.Module):
         """Mean cross-entropy of the words `targets` (B, T) that follow the real (non-`<pad>`) words of
         `inputs` (B, T), computed only there (no output-layer product for padding); the number of words
         scored; and the attention (B, T, R)."""
-        batch, length = inputs.shape
         hiddens, attention, positions = self._teacher_forced(features, inputs)
         word_targets = targets.flatten()[positions]  # (N,)
         logits = self.output(self.dropout(hiddens))  # (N, V)
         loss = F.cross_entropy(logits, word_targets, ignore_index=self.pad_id)
-        padded_attention = attention.new_zeros(batch * length, attention.size(1)).index_copy(0, positions, attention)
-        return loss, int((word_targets != self.pad_id).sum()), padded_attention.view(batch, length, -1)
+        return loss, int((word_targets != self.pad_id).sum()), _unpack(attention, positions, inputs.shape)
 
     def _start_generation(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """`_start`, plus each region's share of the LSTM gates, were it attended alone (B, R, 4H).
