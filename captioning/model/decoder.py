@@ -277,9 +277,10 @@ class AttentionDecoder(nn.Module):
             history = torch.cat([history[origin], tokens.unsqueeze(1)], dim=1)  # (B*K, L)
             attention = torch.cat([attention[origin], weights[origin].unsqueeze(1)], dim=1)  # (B*K, L, R)
             finished = finished[origin] | (tokens == self.eos_id)
-            if finished.all():
+            # topk sorts the beams, so beam 0 of each image is its best hypothesis. Once it has ended, the
+            # other beams can only lose score: the search is over for that image.
+            if finished[::beams].all():
                 break
-        # topk sorts the beams, so beam 0 of each image is its best hypothesis.
         length = history.size(1)
         best_tokens = history.view(batch_size, beams, length)[:, 0]  # (B, L)
         best_attention = attention.view(batch_size, beams, length, -1)[:, 0]  # (B, L, R)

@@ -126,3 +126,12 @@ def test_hand_written_backward_equals_autograd_on_captions_of_different_lengths(
     for name, gradient in autograd_gradients.items():
         assert gradient.abs().max() > 0 or name == "attention.score.bias", name  # softmax ignores that bias
         torch.testing.assert_close(fused_gradients[name], gradient, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_beam_search_stops_once_the_best_hypothesis_of_every_image_has_ended():
+    decoder = small_decoder().eval()
+    with torch.no_grad():
+        decoder.output.bias[decoder.eos_id] = 20.0  # <eos> first, by far: beam 0 ends at step 1
+    generation = decoder.beam_search(torch.randn(3, 9, 32), beam_size=3, max_length=8)
+    # beams 1 and 2 chose other words and are still running; they could only lose score, so the search stops
+    assert generation.tokens.tolist() == [[decoder.eos_id]] * 3
