@@ -80,6 +80,16 @@ def test_fast_dev_run(tmp_path):
     assert result["global_step"] == 1
 
 
+def test_the_gpu_trainer_settings_train_with_gradient_clipping(tmp_path):
+    # trainer=gpu is bf16 mixed precision; its Lightning plugin refuses to clip a fused Adam's gradients.
+    # The same plugin runs on CPU, so the settings are checked here with the accelerator swapped.
+    overrides = ["trainer=gpu", "trainer.accelerator=cpu", "trainer.max_steps=3", "trainer.limit_val_batches=1"]
+    result = train(compose_train(tmp_path, *overrides, "~logger"))
+    assert result["global_step"] == 3
+    history = Path(result["history"]).read_text().splitlines()
+    assert torch.isfinite(torch.tensor(float(history[1].split(",")[2])))  # the train loss of that epoch
+
+
 @pytest.mark.parametrize("layout", ["karpathy", "results_csv", "huggingface", "captions_txt"])
 def test_each_flickr30k_layout_trains_and_checkpoints(tmp_path, layout):
     source = tmp_path / "source"
