@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.common import report
-from captioning.allocator import keep_freed_memory
 from captioning.data.feature_cache import build_feature_cache
 from captioning.data.images import ImageFolderDataset, image_transform
 from captioning.model.encoder import ResNet50Encoder
@@ -37,7 +36,6 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--no-channels-last", action="store_true", help="compare with the default memory layout")
     args = parser.parse_args()
-    keep_freed_memory()  # as the entry points do
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:

@@ -26,7 +26,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.common import report, resident_memory_gb
-from captioning.allocator import keep_freed_memory
 from captioning.data.datasets import CachedFeatures, CaptionPairs, CollatePairs
 from captioning.data.vocabulary import SPECIAL_TOKENS
 from captioning.model.encoder import ResNet50Encoder
@@ -74,7 +73,6 @@ def main() -> None:
     parser.add_argument("--max-batches", type=int, default=0, help="0: the whole epoch")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/captioning-benchmark-cache.npy"))
     args = parser.parse_args()
-    keep_freed_memory()  # as the entry points do
 
     cache_seconds = synthetic_cache(args.cache, args.images)
     generator = torch.Generator().manual_seed(0)

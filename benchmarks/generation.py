@@ -21,7 +21,6 @@ import time
 import torch
 
 from benchmarks.common import report
-from captioning.allocator import keep_freed_memory
 from captioning.model.decoder import AttentionDecoder
 
 
@@ -36,7 +35,6 @@ def main() -> None:
     parser.add_argument("--feature-dim", type=int, default=2048)
     parser.add_argument("--sharpness", type=float, default=8.0, help="scale of the random output layer")
     args = parser.parse_args()
-    keep_freed_memory()  # as the entry points do
 
     torch.manual_seed(0)
     decoder = AttentionDecoder(args.vocab_size, args.feature_dim).eval()

@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import gemm_gflops, report
-from captioning.allocator import keep_freed_memory
 from captioning.model.decoder import AttentionDecoder
 
 
@@ -108,12 +107,7 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="also report the time spent in matrix products (torch profiler)"
     )
-    parser.add_argument(
-        "--system-allocator", action="store_true", help="leave glibc's defaults (the entry points change them)"
-    )
     args = parser.parse_args()
-    if not args.system_allocator:
-        keep_freed_memory()
 
     torch.manual_seed(0)
     decoder = AttentionDecoder(

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
-from captioning.allocator import keep_freed_memory
 from captioning.errors import CaptioningError
 
 # The frozen encoder stays in eval mode on purpose; Lightning's warning about it would only alarm users.
@@ -18,7 +17,6 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 def run_entry_point(function: Callable[[DictConfig], object], cfg: DictConfig, name: str) -> None:
     """Run `function(cfg)`; a CaptioningError is logged as one paragraph and exits with status 1."""
-    keep_freed_memory()
     try:
         function(cfg)
     except Exception as error:
