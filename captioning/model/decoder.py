@@ -26,6 +26,22 @@ def _unpack(packed: torch.Tensor, positions: torch.Tensor, shape: torch.Size) ->
     return padded.view(*shape, -1)  # (B, T, C)
 
 
+def _hidden_products(
+    hidden: torch.Tensor, hidden_weights: tuple[torch.Tensor, torch.Tensor], attention_dim: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The stacked product of h (see `_hidden_weights`), split: attention query (N, A), context gate
+    pre-activation (N, 1) and the LSTM gates' share (N, 4H)."""
+    from_hidden = F.linear(hidden, *hidden_weights)  # (N, A + 1 + 4H)
+    return from_hidden.split([attention_dim, 1, from_hidden.size(1) - attention_dim - 1], dim=1)
+
+
+def _lstm_update(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LSTM from its gate pre-activations (N, 4H), in the order input, forget, candidate, output."""
+    input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
+    cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
+    return torch.sigmoid(output_gate) * torch.tanh(cell), cell  # (N, H), (N, H)
+
+
 class AttentionDecoder(nn.Module):
     """Show, Attend and Tell decoder: at each word, attend to the regions and feed the gated context to an LSTM.
 
@@ -95,15 +111,11 @@ class AttentionDecoder(nn.Module):
         hidden_weights: tuple[torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One LSTM step from the word's share of the gates (B, 4H); returns hidden, cell, attention (B, R)."""
-        from_hidden = F.linear(hidden, *hidden_weights)  # (B, A + 1 + 4H)
-        attention_dim = projected.size(2)
-        query, gate, hidden_gates = from_hidden.split([attention_dim, 1, from_hidden.size(1) - attention_dim - 1], 1)
+        query, gate, hidden_gates = _hidden_products(hidden, hidden_weights, projected.size(2))
         context, weights = self.attention(features, projected, query)  # (B, D), (B, R)
         context = torch.sigmoid(gate) * context  # (B, D): the gated context of the paper
         gates = torch.addmm(word_gates + hidden_gates, context, self.context_to_gates.weight.t())  # (B, 4H)
-        input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
-        cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
-        hidden = torch.sigmoid(output_gate) * torch.tanh(cell)  # (B, H)
+        hidden, cell = _lstm_update(gates, cell)
         return hidden, cell, weights
 
     def _teacher_forced(
@@ -213,16 +225,12 @@ class AttentionDecoder(nn.Module):
         """`_step` for N = B x K hypotheses (K adjacent rows per image) from their last tokens (N,):
         logits of the next word (N, V), attention (N, R) and the new (hidden, cell)."""
         hidden, cell = state
-        from_hidden = F.linear(hidden, *hidden_weights)  # (N, A + 1 + 4H)
-        attention_dim = projected.size(2)
-        query, gate, hidden_gates = from_hidden.split([attention_dim, 1, from_hidden.size(1) - attention_dim - 1], 1)
+        query, gate, hidden_gates = _hidden_products(hidden, hidden_weights, projected.size(2))
         weights = self.attention.weights(projected, query)  # (N, R)
         batch, regions, _ = region_gates.shape
         attended = torch.bmm(weights.view(batch, -1, regions), region_gates).flatten(0, 1)  # (N, 4H)
         gates = self.word_to_gates(self.embedding(tokens)).add_(hidden_gates).addcmul_(torch.sigmoid(gate), attended)
-        input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
-        cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
-        hidden = torch.sigmoid(output_gate) * torch.tanh(cell)  # (N, H)
+        hidden, cell = _lstm_update(gates, cell)
         return self.output(hidden), weights, (hidden, cell)  # (N, V), (N, R)
 
     @torch.no_grad()
