@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -21,6 +23,11 @@ CANDIDATES = {
     "4": "a dog's running on the grass with a ball",
 }
 
+# The reference pipeline runs Stanford's PTBTokenizer and the METEOR scorer, both Java programs.
+requires_java = pytest.mark.skipif(
+    shutil.which("java") is None, reason="needs Java: pycocoevalcap's PTBTokenizer and METEOR are Java programs"
+)
+
 
 def reference_pipeline() -> dict[str, float]:
     """pycocoevalcap exactly as the COCO caption evaluation runs it (Java PTBTokenizer included)."""
@@ -35,6 +42,7 @@ def reference_pipeline() -> dict[str, float]:
     return scores, truths, results
 
 
+@requires_java
 def test_tokenizer_matches_the_ptb_tokenizer():
     _, truths, results = reference_pipeline()
     for key, references in REFERENCES.items():
@@ -42,6 +50,7 @@ def test_tokenizer_matches_the_ptb_tokenizer():
         assert coco_tokenize(CANDIDATES[key]) == results[key][0]
 
 
+@requires_java
 def test_metrics_equal_pycocoevalcap():
     expected, _, _ = reference_pipeline()
     computed = caption_metrics(CANDIDATES, REFERENCES)
