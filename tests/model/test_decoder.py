@@ -94,13 +94,32 @@ def test_fast_path_loss_equals_the_per_step_reference_loop():
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
 
 
-def test_generation_shares_features_between_beams():
-    decoder = small_decoder().eval()
-    features = torch.randn(3, 9, 32)
-    # beam search over 3 images x 4 beams gives the same first step as greedy on each image repeated
-    beams = decoder.beam_search(features, beam_size=4, max_length=1)
-    greedy = decoder.greedy(features, max_length=1)
-    assert torch.equal(beams.tokens[:, 0], greedy.tokens[:, 0])
+def test_generation_step_shares_each_images_features_with_its_adjacent_beams():
+    decoder = small_decoder().double().eval()
+    images, beams = 3, 4
+    features = torch.randn(images, 9, 32, dtype=torch.float64) * 10
+    hidden_weights = decoder._hidden_weights()
+    with torch.no_grad():
+        region_gates, projected, hidden, cell = decoder._start_generation(features)  # (B, R, 4H), (B, R, A)
+    # Every beam its own hypothesis: its image's initial state, moved apart, and its own last word.
+    hidden = (hidden.repeat_interleave(beams, dim=0) + torch.randn(images * beams, hidden.size(1))).tanh()  # (B*K, H)
+    cell = cell.repeat_interleave(beams, dim=0) + torch.randn(images * beams, cell.size(1))  # (B*K, H)
+    tokens = torch.randint(3, decoder.vocab_size, (images * beams,))  # (B*K,)
+
+    def step(region_gates: torch.Tensor, projected: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.no_grad():
+            logits, attention, (new_hidden, new_cell) = decoder._generation_step(
+                tokens, region_gates, projected, (hidden, cell), hidden_weights
+            )
+        return logits, attention, new_hidden, new_cell
+
+    shared = step(region_gates, projected)  # (B, R, ...): one copy per image
+    copied = step(region_gates.repeat_interleave(beams, dim=0), projected.repeat_interleave(beams, dim=0))
+    for name, with_shared, with_copies in zip(("logits", "attention", "hidden", "cell"), shared, copied):
+        torch.testing.assert_close(with_shared, with_copies, rtol=1e-12, atol=1e-12, msg=name)
+    # The comparison tells pairings apart: copies in image order 0 1 2 0 1 2 ... give other logits.
+    tiled = step(region_gates.repeat(beams, 1, 1), projected.repeat(beams, 1, 1))
+    assert not torch.allclose(tiled[0], copied[0], rtol=1e-3, atol=1e-3)
 
 
 def test_hand_written_backward_equals_autograd_on_captions_of_different_lengths():
