@@ -14,10 +14,12 @@ from captioning.model.recurrence import AttentionLSTMRecurrence
 
 @dataclass
 class Generation:
-    """Generated ids (B, L), `<eos>` and `<pad>` included, and the attention of every step (B, L, R)."""
+    """Generated ids (B, L), `<eos>` and `<pad>` included, the attention of every step (B, L, R), and the
+    log-probability of each generated word given the words before it (B, L), 0 for the `<pad>` after `<eos>`."""
 
     tokens: torch.Tensor
     attention: torch.Tensor
+    log_probs: torch.Tensor
 
 
 def _unpack(packed: torch.Tensor, positions: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -240,16 +242,22 @@ class AttentionDecoder(nn.Module):
         state, hidden_weights = (hidden, cell), self._hidden_weights()
         tokens = torch.full((features.size(0),), self.bos_id, dtype=torch.long, device=features.device)
         finished = torch.zeros_like(tokens, dtype=torch.bool)
-        generated, attention = [], []
+        generated, attention, log_probs = [], [], []
         for _ in range(max_length + 1):
             logits, weights, state = self._generation_step(tokens, region_gates, projected, state, hidden_weights)
             tokens = logits.argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
+            chosen = logits.log_softmax(dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
             generated.append(tokens)
             attention.append(weights)
+            log_probs.append(chosen.masked_fill(finished, 0.0))
             finished |= tokens == self.eos_id
             if finished.all():
                 break
-        return Generation(torch.stack(generated, dim=1), torch.stack(attention, dim=1))
+        return Generation(
+            tokens=torch.stack(generated, dim=1),  # (B, L)
+            attention=torch.stack(attention, dim=1),  # (B, L, R)
+            log_probs=torch.stack(log_probs, dim=1),  # (B, L)
+        )
 
     @torch.no_grad()
     def beam_search(self, features: torch.Tensor, beam_size: int, max_length: int) -> Generation:
@@ -272,11 +280,11 @@ class AttentionDecoder(nn.Module):
         offsets = (torch.arange(batch_size, device=device) * beams).unsqueeze(1)  # (B, 1)
         history = torch.empty((batch_size * beams, 0), dtype=torch.long, device=device)
         attention = torch.empty((batch_size * beams, 0, projected.size(1)), device=device)  # (B*K, L, R)
+        word_log_probs = torch.empty((batch_size * beams, 0), device=device)  # (B*K, L)
         for _ in range(max_length + 1):
             logits, weights, state = self._generation_step(tokens, region_gates, projected, state, hidden_weights)
-            candidates = logits.log_softmax(dim=1).add_(scores)  # (B*K, V): score of each continuation
-            if finished.any():
-                candidates[finished] = finished_row + scores[finished]
+            log_probs = torch.where(finished.unsqueeze(1), finished_row, logits.log_softmax(dim=1))  # (B*K, V)
+            candidates = log_probs + scores  # (B*K, V): score of each continuation
             scores, flat_index = candidates.view(batch_size, -1).topk(beams, dim=1)  # (B, K) over K x V each
             scores = scores.view(-1, 1)  # (B*K, 1)
             origin = (offsets + flat_index // self.vocab_size).view(-1)  # (B*K,) rows the beams come from
@@ -284,6 +292,8 @@ class AttentionDecoder(nn.Module):
             state = (state[0][origin], state[1][origin])
             history = torch.cat([history[origin], tokens.unsqueeze(1)], dim=1)  # (B*K, L)
             attention = torch.cat([attention[origin], weights[origin].unsqueeze(1)], dim=1)  # (B*K, L, R)
+            chosen = log_probs[origin, tokens].unsqueeze(1)  # (B*K, 1)
+            word_log_probs = torch.cat([word_log_probs[origin], chosen], dim=1)  # (B*K, L)
             finished = finished[origin] | (tokens == self.eos_id)
             # topk sorts the beams, so beam 0 of each image is its best hypothesis. Once it has ended, the
             # other beams can only lose score: the search is over for that image.
@@ -292,7 +302,8 @@ class AttentionDecoder(nn.Module):
         length = history.size(1)
         best_tokens = history.view(batch_size, beams, length)[:, 0]  # (B, L)
         best_attention = attention.view(batch_size, beams, length, -1)[:, 0]  # (B, L, R)
-        return Generation(best_tokens, best_attention)
+        best_log_probs = word_log_probs.view(batch_size, beams, length)[:, 0]  # (B, L)
+        return Generation(best_tokens, best_attention, best_log_probs)
 
     def generate(self, features: torch.Tensor, max_length: int, beam_size: int = 1) -> Generation:
         """Greedy decoding for `beam_size` 1, beam search above."""

@@ -8,6 +8,31 @@ def small_decoder(vocab_size: int = 20, feature_dim: int = 32) -> AttentionDecod
     return AttentionDecoder(vocab_size, feature_dim, embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.0)
 
 
+def teacher_forced_log_probs(decoder: AttentionDecoder, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Log-probability (B, L) of each word of `tokens` (B, L) given the words before it, by teacher forcing
+    (the training step); 0 where `tokens` is `<pad>`."""
+    inputs = torch.cat([torch.full((len(tokens), 1), decoder.bos_id), tokens[:, :-1]], dim=1)  # (B, L)
+    with torch.no_grad():
+        logits, _ = decoder(features, inputs)  # (B, L, V)
+    log_probs = logits.log_softmax(dim=-1).gather(2, tokens.unsqueeze(2)).squeeze(2)  # (B, L)
+    return log_probs.masked_fill(tokens == decoder.pad_id, 0.0)
+
+
+def eos_decoder(eos_bias: float) -> AttentionDecoder:
+    """A float64 decoder in eval mode (no dropout) whose captions end after a few words: `<eos>` is made
+    likelier by `eos_bias`, and `<pad>` is never generated (it would end the caption for teacher forcing)."""
+    decoder = small_decoder(vocab_size=12).double().eval()
+    with torch.no_grad():
+        decoder.output.bias[decoder.pad_id] = -30.0
+        decoder.output.bias[decoder.eos_id] += eos_bias
+    return decoder
+
+
+def caption_lengths(decoder: AttentionDecoder, tokens: torch.Tensor) -> list[int]:
+    """Words of each generated caption (B, L), `<eos>` included."""
+    return (tokens != decoder.pad_id).sum(dim=1).tolist()
+
+
 def test_teacher_forcing_shapes_and_attention_over_49_regions():
     decoder = small_decoder()
     features = torch.randn(3, 49, 32) * 300  # the scale of a random ResNet's features
@@ -52,17 +77,36 @@ def test_batched_beam_search_equals_one_image_at_a_time():
 def test_beam_search_finds_at_least_the_greedy_likelihood():
     decoder = small_decoder().eval()
     features = torch.randn(6, 9, 32)
-
-    def log_likelihood(tokens: torch.Tensor) -> torch.Tensor:
-        inputs = torch.cat([torch.full((len(tokens), 1), decoder.bos_id), tokens[:, :-1]], dim=1)
-        log_probs = decoder(features, inputs)[0].log_softmax(-1).gather(2, tokens.unsqueeze(2)).squeeze(2)
-        ended = torch.cumsum((tokens == decoder.eos_id).long(), dim=1) - (tokens == decoder.eos_id).long()
-        return (log_probs * (ended == 0)).sum(dim=1)
-
-    with torch.no_grad():
-        greedy = log_likelihood(decoder.greedy(features, 8).tokens)
-        beam = log_likelihood(decoder.beam_search(features, 4, 8).tokens)
+    greedy = teacher_forced_log_probs(decoder, features, decoder.greedy(features, 8).tokens).sum(dim=1)
+    beam = teacher_forced_log_probs(decoder, features, decoder.beam_search(features, 4, 8).tokens).sum(dim=1)
     assert (beam >= greedy - 1e-4).all()
+
+
+def test_greedy_log_probs_equal_teacher_forcing_on_the_generated_words():
+    decoder = eos_decoder(eos_bias=0.2)
+    torch.manual_seed(1)
+    features = torch.randn(6, 9, 32, dtype=torch.float64) * 10
+    generation = decoder.greedy(features, max_length=8)
+    lengths = caption_lengths(decoder, generation.tokens)
+    assert min(lengths) < 9 and len(set(lengths)) > 2  # some end with <eos> early, at different steps
+
+    assert generation.log_probs.shape == generation.tokens.shape
+    assert (generation.log_probs[generation.tokens == decoder.pad_id] == 0).all()
+    expected = teacher_forced_log_probs(decoder, features, generation.tokens)
+    torch.testing.assert_close(generation.log_probs, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_beam_search_log_probs_equal_teacher_forcing_on_the_best_hypothesis():
+    decoder = eos_decoder(eos_bias=0.0)
+    torch.manual_seed(1)
+    features = torch.randn(6, 9, 32, dtype=torch.float64) * 10
+    generation = decoder.beam_search(features, beam_size=3, max_length=8)
+    lengths = caption_lengths(decoder, generation.tokens)
+    assert min(lengths) < 9 and len(set(lengths)) > 1  # one ends with <eos> early, the others run to the end
+
+    # the words' log-probabilities followed their hypothesis through every reordering of the beams
+    expected = teacher_forced_log_probs(decoder, features, generation.tokens)
+    torch.testing.assert_close(generation.log_probs, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_decoder_overfits_a_handful_of_captions():
