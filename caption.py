@@ -10,7 +10,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from captioning.cli import run_entry_point
-from captioning.evaluation.captioner import caption_images, find_images
+from captioning.inference.captioner import caption_images, find_images
 
 log = logging.getLogger("caption")
 

@@ -17,14 +17,8 @@ def evaluate(cfg: DictConfig) -> dict:
     return evaluate_checkpoint(
         to_absolute_path(cfg.ckpt),
         cfg.paths.output_dir,
-        split=cfg.eval.split,
-        beam_size=cfg.eval.beam_size,
-        loss_samples=cfg.eval.loss_samples,
+        instantiate(cfg.eval),
         data_overrides=data_overrides,
-        num_samples=cfg.eval.num_samples,
-        num_figures=cfg.eval.num_figures,
-        blind=cfg.eval.blind,
-        seed=cfg.eval.seed,
         logger=loggers[0] if loggers else None,
     )
 

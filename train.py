@@ -12,11 +12,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from captioning.checkpoints import check_resumable, checkpoint_vocabulary, read_checkpoint
 from captioning.cli import run_entry_point
 from captioning.evaluation.run import evaluate_checkpoint
-from captioning.history import LossHistory
-from captioning.run_config import RunConfigInCheckpoint
+from captioning.model.checkpoint import checkpoint_vocabulary, read_checkpoint
+from captioning.training.history import LossHistory
+from captioning.training.resume import check_resumable
+from captioning.training.run_config import RunConfigInCheckpoint
 
 log = logging.getLogger("train")
 
@@ -25,12 +26,17 @@ def train(cfg: DictConfig) -> dict:
     """Build the data, model and Trainer from `cfg`, fit, and return where the results are."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.load_annotations()  # the vocabulary, and so the model's output layer, comes from them
     if cfg.ckpt_path:
         checkpoint = read_checkpoint(cfg.ckpt_path)
         vocabulary = checkpoint_vocabulary(checkpoint)
         check_resumable(checkpoint, dict(cfg.model), datamodule.vocabulary_coverage(vocabulary))
         datamodule.vocabulary = vocabulary
-    model = instantiate(cfg.model, vocabulary=datamodule.vocabulary.tokens, _convert_="all")
+    else:
+        datamodule.vocabulary = datamodule.build_vocabulary()
+    # One frozen encoder, built once the data is known to be there: the feature cache's and the model's.
+    datamodule.encoder = encoder = instantiate(cfg.model.encoder)
+    model = instantiate(cfg.model, encoder=encoder, vocabulary=datamodule.vocabulary.tokens, _convert_="all")
     callbacks = [instantiate(callback) for callback in cfg.get("callbacks", {}).values()]
     callbacks.append(RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
@@ -44,14 +50,14 @@ def train(cfg: DictConfig) -> dict:
         skipped_path = output_dir / "skipped_images.csv"
         pd.DataFrame(datamodule.skipped_images).to_csv(skipped_path, index=False)
         log.warning(f"{len(datamodule.skipped_images)} image(s) were skipped: listed in {skipped_path}")
-    checkpoint = trainer.checkpoint_callback  # the first: best.ckpt
-    last_checkpoint = next(
-        (saver.best_model_path for saver in trainer.checkpoint_callbacks if saver.monitor is None), ""
-    )
+    # best.ckpt is kept by the checkpoint callback that monitors a metric, last.ckpt by those that do not.
+    savers = trainer.checkpoint_callbacks
+    best = next((saver for saver in savers if saver.monitor is not None), None)
     result = {
         "output_dir": str(output_dir),
-        "best_checkpoint": checkpoint.best_model_path if checkpoint else "",
-        "last_checkpoint": last_checkpoint,
+        "best_checkpoint": best.best_model_path if best else "",
+        "best_by": f"{best.monitor} ({best.mode})" if best else "",
+        "last_checkpoint": next((saver.best_model_path for saver in savers if saver.monitor is None), ""),
         "global_step": trainer.global_step,
         "train_samples": len(datamodule.datasets["train"]),
         "history": None,
@@ -61,19 +67,18 @@ def train(cfg: DictConfig) -> dict:
         result["history"] = str(history.path)
         log.info("Losses per epoch:\n" + history.table().to_string(index=False, float_format="%.4f"))
     log.info(f"Run directory:    {output_dir}")
-    log.info(f"Best checkpoint:  {result['best_checkpoint']}")
+    log.info(f"Best checkpoint:  {result['best_checkpoint'] or 'none (no checkpoint monitors a metric)'}")
     log.info(f"Last checkpoint:  {result['last_checkpoint']}")
     log.info(f"Loss history:     {result['history']}")
     log.info(f"TensorBoard logs: tensorboard --logdir {output_dir.parent}")
-    evaluation = cfg.evaluate_after
-    if evaluation.enabled and result["best_checkpoint"]:
+    evaluated = result["best_checkpoint"] or result["last_checkpoint"]
+    if cfg.evaluate_after and evaluated:
+        if not result["best_checkpoint"]:
+            log.warning(f"No checkpoint monitors a metric: evaluating the last one, {evaluated}")
         result["evaluation"] = evaluate_checkpoint(
-            result["best_checkpoint"],
+            evaluated,
             output_dir / "evaluation",
-            split=evaluation.split,
-            beam_size=evaluation.beam_size,
-            loss_samples=evaluation.loss_samples,
-            num_figures=evaluation.num_figures,
+            instantiate(cfg.eval),
             logger=next((logger for logger in loggers if hasattr(logger, "experiment")), None),
         )
     return result

@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader
 
 from benchmarks.common import report, resident_memory_gb
 from captioning.data.datasets import CachedFeatures, CaptionPairs, CollatePairs
-from captioning.data.vocabulary import SPECIAL_TOKENS
 from captioning.model.encoder import ResNet50Encoder
 from captioning.model.lightning_module import CaptioningModule
+from captioning.vocabulary import SPECIAL_TOKENS
 
 
 def synthetic_cache(path: Path, images: int, regions: int = 49, feature_dim: int = 2048) -> float:

@@ -7,12 +7,14 @@ import sys
 import warnings
 from collections.abc import Callable
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from captioning.errors import CaptioningError
 
 # The frozen encoder stays in eval mode on purpose; Lightning's warning about it would only alarm users.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+# ${subfolder:NAME} is "NAME/", or nothing for a null NAME: run folders are outputs/[<experiment>/]<date_time>.
+OmegaConf.register_new_resolver("subfolder", lambda name: f"{name}/" if name else "", replace=True)
 
 
 def run_entry_point(function: Callable[[DictConfig], object], cfg: DictConfig, name: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -23,21 +23,24 @@ from captioning.data.datasets import (
 )
 from captioning.data.feature_cache import build_feature_cache, feature_cache_path, unreadable_images
 from captioning.data.images import UNREADABLE_IMAGE_ERRORS, ImageFolderDataset, image_transform, load_image
-from captioning.data.readers import read_annotations
-from captioning.data.vocabulary import Vocabulary, tokenize
-from captioning.model.encoder import ResNet50Encoder, encoder_identity
+from captioning.data.readers import SPLITS, read_annotations
+from captioning.vocabulary import Vocabulary, tokenize
 
 log = logging.getLogger(__name__)
 
 
 class CaptionDataModule(L.LightningDataModule):
-    """Captioned images of one dataset root, in any supported layout, with their cached encoder features."""
+    """Captioned images of one dataset root, in any supported layout, with their cached encoder features.
+
+    Nothing is read at construction. `load_annotations()` reads the captions (the entry points call it to
+    build the vocabulary before the model), `prepare_data()` builds the feature cache, `setup()` the datasets.
+    """
 
     def __init__(
         self,
         root: str,
         format: str = "auto",
-        dataset_builder: Callable[[Path], None] | None = None,
+        dataset_builder: Callable[[Path], object] | None = None,
         min_word_frequency: int = 5,
         max_caption_length: int = 20,
         batch_size: int = 32,
@@ -45,11 +48,15 @@ class CaptionDataModule(L.LightningDataModule):
         num_workers: int = 2,
         cache_features: bool = True,
         feature_cache_dir: str | None = None,
-        encoder_weights: str | None = "IMAGENET1K_V1",
-        encoder_random_init_seed: int = 0,
         image_size: int = 224,
         encode_batch_size: int = 32,
+        encoder: torch.nn.Module | None = None,
+        splits: Sequence[str] = SPLITS,
     ) -> None:
+        """`encoder` (with an `identity` naming its weights) encodes the images into the feature cache; the
+        entry point builds it once and hands the same one to the model (it may set it after construction,
+        before `prepare_data`). `splits` limits the work to those splits: an evaluation encodes only the
+        images it scores."""
         super().__init__()
         self.root = Path(root)
         self.format = format
@@ -61,23 +68,33 @@ class CaptionDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.cache_features = cache_features
         self.feature_cache_dir = Path(feature_cache_dir) if feature_cache_dir else self.root / "feature_cache"
-        self.encoder_weights = encoder_weights
-        self.encoder_random_init_seed = encoder_random_init_seed
         self.transform = image_transform(image_size)
         self.encode_batch_size = encode_batch_size
-        self._vocabulary: Vocabulary | None = None
+        self.encoder = encoder
+        unknown = set(splits) - set(SPLITS)
+        if unknown or not splits:
+            raise ValueError(f"splits must be some of {SPLITS}, got {list(splits)}")
+        self.splits = tuple(splits)
+        self.captions: pd.DataFrame | None = None  # one row per caption: image, split, caption (all splits)
+        self.vocabulary: Vocabulary | None = None  # built from the training captions, or a checkpoint's
+        self.images: list[str] = []  # the rows of the feature source, in order (relative paths)
+        self.feature_cache_path: Path | None = None
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
         self.skipped_images: list[dict] = []  # {"image", "reason"} of every image left out, for the run's report
+        self._dataset_generated = False
 
     # --- annotations and vocabulary -------------------------------------------------------------------
-    def _ensure_dataset(self) -> None:
-        if self.dataset_builder is not None:
+    def _generate_dataset(self) -> None:
+        if self.dataset_builder is not None and not self._dataset_generated:
             self.dataset_builder(self.root)
+        self._dataset_generated = True
 
-    @functools.cached_property
-    def captions(self) -> pd.DataFrame:
-        """One row per caption (image, split, caption, image_index) of the images that exist on disk."""
-        self._ensure_dataset()
+    def load_annotations(self) -> pd.DataFrame:
+        """Read the captions (once) and keep those of the images that exist on disk; missing images are
+        reported and listed in `skipped_images`."""
+        if self.captions is not None:
+            return self.captions
+        self._generate_dataset()
         table = read_annotations(self.root, self.format)
         captions = table.captions
         exists = {image: (self.root / image).is_file() for image in captions["image"].unique()}
@@ -87,75 +104,78 @@ class CaptionDataModule(L.LightningDataModule):
                 f"{len(missing)} image(s) named in {table.annotation_file.name} are missing and skipped "
                 f"(first: {', '.join(missing[:5])})"
             )
-            captions = captions[captions["image"].map(exists)]
+            captions = captions[captions["image"].map(exists)].reset_index(drop=True)
             self.skipped_images += [{"image": image, "reason": "missing file"} for image in missing]
-        images = sorted(captions["image"].unique())
-        index_of = {image: position for position, image in enumerate(images)}
-        captions = captions.assign(image_index=captions["image"].map(index_of)).reset_index(drop=True)
         counts = captions.drop_duplicates("image")["split"].value_counts()
         log.info(
-            f"{self.root} ({table.format}): {len(images)} images, {len(captions)} captions; "
-            + ", ".join(f"{split} {counts.get(split, 0)} images" for split in ("train", "val", "test"))
+            f"{self.root} ({table.format}): {captions['image'].nunique()} images, {len(captions)} captions; "
+            + ", ".join(f"{split} {counts.get(split, 0)} images" for split in SPLITS)
         )
+        self.captions = captions
         return captions
 
-    @functools.cached_property
-    def images(self) -> list[str]:
-        """Every image of the dataset (relative paths), in image_index order: the rows of the feature cache."""
-        return sorted(self.captions["image"].unique())
+    def _training_captions(self) -> pd.Series:
+        captions = self.load_annotations()
+        return captions.loc[captions["split"] == "train", "caption"]
 
-    @property
-    def vocabulary(self) -> Vocabulary:
-        """Built from the training captions only, unless a checkpoint's vocabulary was set."""
-        if self._vocabulary is None:
-            train_captions = self.captions.loc[self.captions["split"] == "train", "caption"]
-            self._vocabulary = Vocabulary.build(train_captions, self.min_word_frequency)
-        return self._vocabulary
+    def build_vocabulary(self) -> Vocabulary:
+        """The vocabulary of the training captions (words seen at least `min_word_frequency` times)."""
+        return Vocabulary.build(self._training_captions(), self.min_word_frequency)
 
     def vocabulary_coverage(self, vocabulary: Vocabulary) -> float:
         """Share of the words of the training captions that `vocabulary` knows."""
-        words = [
-            word
-            for caption in self.captions.loc[self.captions["split"] == "train", "caption"]
-            for word in tokenize(caption)
-        ]
+        words = [word for caption in self._training_captions() for word in tokenize(caption)]
         return sum(word in vocabulary.index for word in words) / max(len(words), 1)
 
-    @vocabulary.setter
-    def vocabulary(self, vocabulary: Vocabulary) -> None:
-        self._vocabulary = vocabulary
-
     # --- feature cache -----------------------------------------------------------------------------------
-    @functools.cached_property
-    def feature_cache_path(self) -> Path:
+    def _cache_path(self, images: list[str]) -> Path:
         """Keyed by the images (names, sizes and modification times), the encoder and the transform."""
-        identity = encoder_identity(self.encoder_weights, self.encoder_random_init_seed)
+        if self.encoder is None:
+            raise ValueError("A feature cache needs the encoder: pass encoder= to CaptionDataModule")
         files = []
-        for image in self.images:
+        for image in images:
             status = (self.root / image).stat()
             files.append(f"{image}:{status.st_size}:{status.st_mtime_ns}")
-        return feature_cache_path(self.feature_cache_dir, files, identity, repr(self.transform))
+        return feature_cache_path(self.feature_cache_dir, files, self.encoder.identity, repr(self.transform))
+
+    def locate_features(self) -> Path | None:
+        """Set and return `feature_cache_path` (None without a cache) and `images`, the rows of the features:
+        the cache of every image when all splits are used or that cache exists (a training run built it),
+        else one of `splits` alone."""
+        if self.images:
+            return self.feature_cache_path
+        captions = self.load_annotations()
+        every_image = sorted(captions["image"].unique())
+        used_images = sorted(captions.loc[captions["split"].isin(self.splits), "image"].unique())
+        if not self.cache_features:
+            self.images = used_images
+            return None
+        complete_cache = self._cache_path(every_image)
+        if used_images == every_image or complete_cache.is_file():
+            self.images, self.feature_cache_path = every_image, complete_cache
+        else:
+            self.images, self.feature_cache_path = used_images, self._cache_path(used_images)
+        return self.feature_cache_path
 
     def prepare_data(self) -> None:
         """Generate the built-in dataset if needed, then encode every image once into the feature cache."""
-        self._ensure_dataset()
+        self._generate_dataset()
         if not self.cache_features:
             return
-        path = self.feature_cache_path
+        path = self.locate_features()
         if path.is_file():
             log.info(f"Reusing feature cache {path}")
             return
-        encoder = ResNet50Encoder(self.encoder_weights, self.encoder_random_init_seed)
         paths = [self.root / image for image in self.images]
         metadata = {
-            "encoder": encoder.identity,
+            "encoder": self.encoder.identity,
             "transform": repr(self.transform),
             "dataset_root": str(self.root),
             "num_images": len(paths),
         }
         build_feature_cache(
             path,
-            encoder,
+            self.encoder,
             ImageFolderDataset(paths, self.transform),
             metadata,
             batch_size=self.encode_batch_size,
@@ -194,17 +214,26 @@ class CaptionDataModule(L.LightningDataModule):
         return self.captions[~self.captions["image"].isin(set(unreadable))]
 
     def setup(self, stage: str | None = None) -> None:
+        """The datasets of `splits`, with the image index of every caption into the feature rows."""
         if self.datasets:
             return  # already set up (Lightning calls setup once per stage)
+        self.locate_features()
+        if self.vocabulary is None:
+            self.vocabulary = self.build_vocabulary()
         source = self._source()
-        vocabulary = self.vocabulary
-        encode = functools.partial(vocabulary.encode, max_length=self.max_caption_length)
+        encode = functools.partial(self.vocabulary.encode, max_length=self.max_caption_length)
+        row_of = {image: row for row, image in enumerate(self.images)}
         captions = self._readable_captions()
-        train = captions[captions["split"] == "train"]
-        self.datasets["train"] = CaptionPairs(
-            train["image_index"].tolist(), [encode(caption) for caption in train["caption"]], source
-        )
+        captions = captions[captions["split"].isin(self.splits)]
+        captions = captions.assign(image_index=captions["image"].map(row_of))
+        if "train" in self.splits:
+            train = captions[captions["split"] == "train"]
+            self.datasets["train"] = CaptionPairs(
+                train["image_index"].tolist(), [encode(caption) for caption in train["caption"]], source
+            )
         for split in ("val", "test"):
+            if split not in self.splits:
+                continue
             per_image = captions[captions["split"] == split].groupby("image_index", sort=True)
             references = per_image["caption"].agg(list)
             self.datasets[split] = ImageReferences(

@@ -64,7 +64,8 @@ def build_feature_cache(
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}.npy")
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    encoder = encoder.to(device).to(memory_format=memory_format)
+    home = next(encoder.parameters()).device  # the model shares this encoder: it goes back there afterwards
+    encoder.to(device).to(memory_format=memory_format)
     features = None
     written = 0
     unreadable: list[int] = []
@@ -89,4 +90,5 @@ def build_feature_cache(
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+        encoder.to(home)
     log.info(f"Feature cache written: {path} ({written} images, {len(unreadable)} unreadable)")

@@ -39,17 +39,14 @@ def decode_images(
                 shifted[0] = previous_last
             previous_last = features[-1]
             features = shifted
-        generation = module.generate(features, beam_size)
-        for tokens, attention, references, path in zip(
-            generation.tokens.tolist(), generation.attention.float().cpu(), batch["references"], batch["image_paths"]
-        ):
-            words = module.vocabulary.words(tokens)
+        captions = module.caption(features, beam_size)
+        for (words, attention), references, path in zip(captions, batch["references"], batch["image_paths"]):
             predictions.append(
                 {
                     "image": Path(path).relative_to(root).as_posix(),
                     "generated": " ".join(words),
                     "references": list(references),
-                    "attention": attention[: len(words)].tolist(),
+                    "attention": attention.tolist(),
                 }
             )
     return predictions

@@ -36,15 +36,29 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
+def _tokenized(
+    candidates: dict[str, str], references: dict[str, list[str]]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """pycocoevalcap's inputs: each image's candidate and references, tokenised as its evaluation does."""
+    if candidates.keys() != references.keys():
+        raise ValueError("candidates and references must cover the same images")
+    results = {key: [coco_tokenize(candidates[key])] for key in candidates}
+    truths = {key: [coco_tokenize(reference) for reference in references[key]] for key in references}
+    return results, truths
+
+
+def bleu_4(candidates: dict[str, str], references: dict[str, list[str]]) -> float:
+    """Corpus BLEU-4 alone, exactly as `caption_metrics` computes it (validation logs it every epoch)."""
+    results, truths = _tokenized(candidates, references)
+    return float(Bleu(4).compute_score(truths, results, verbose=0)[0][3])
+
+
 def caption_metrics(candidates: dict[str, str], references: dict[str, list[str]]) -> dict[str, float | None]:
     """Corpus-level metrics of one candidate per image against all of its references.
 
     Keys: bleu_1..bleu_4, meteor (None without Java), rouge_l, cider.
     """
-    if candidates.keys() != references.keys():
-        raise ValueError("candidates and references must cover the same images")
-    results = {key: [coco_tokenize(candidates[key])] for key in candidates}
-    truths = {key: [coco_tokenize(reference) for reference in references[key]] for key in references}
+    results, truths = _tokenized(candidates, references)
     bleu, _ = Bleu(4).compute_score(truths, results, verbose=0)
     metrics: dict[str, float | None] = {f"bleu_{n}": float(score) for n, score in enumerate(bleu, start=1)}
     metrics["meteor"] = meteor_score(truths, results)

@@ -3,58 +3,76 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.image
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from captioning.checkpoints import checkpoint_data_config, load_captioner, read_checkpoint
+from captioning.data.images import load_image
 from captioning.data.shapes import load_object_boxes
 from captioning.errors import DatasetFormatError
 from captioning.evaluation.decoding import caption_loss, decode_images
 from captioning.evaluation.grounding import grounding_score
 from captioning.evaluation.metrics import caption_metrics
-from captioning.evaluation.report import metrics_table, samples_markdown, save_attention_figure, write_json
+from captioning.evaluation.report import metrics_table, samples_markdown, write_json
+from captioning.model.checkpoint import checkpoint_data_config, load_captioner, read_checkpoint
+from captioning.visual.attention import save_attention_figure
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationSettings:
+    """What an evaluation scores and writes: the `eval` config group, shared by evaluate.py and train.py."""
+
+    split: str = "test"  # val | test
+    beam_size: int = 3
+    loss_samples: int = 512  # <split>_loss is the mean over this many captions drawn with `seed` (reference: 512)
+    num_samples: int = 10  # rows of samples.md
+    num_figures: int = 5  # attention figures written (and logged)
+    blind: bool = False  # caption each image from another image's features: a model that ignores the image
+    seed: int = 0
 
 
 def evaluate_checkpoint(
     checkpoint_path: str | Path,
     output_dir: str | Path,
-    split: str = "test",
-    beam_size: int = 3,
-    loss_samples: int = 512,
+    settings: EvaluationSettings,
     data_overrides: dict | None = None,
-    num_samples: int = 10,
-    num_figures: int = 5,
-    blind: bool = False,
-    seed: int = 0,
     logger: TensorBoardLogger | None = None,
 ) -> dict:
-    """Evaluate the model of `checkpoint_path` on `split` of the data it was trained on (or `data_overrides`),
-    write the reports into `output_dir` and return the metrics."""
+    """Evaluate the model of `checkpoint_path` as `settings` say, on the data it was trained on (or with
+    `data_overrides`), write the reports into `output_dir` and return the metrics. Only the scored split is
+    read and, unless the training run's feature cache is there, encoded."""
+    split = settings.split
+    if split not in ("val", "test"):
+        raise DatasetFormatError(f"Cannot evaluate on eval.split={split!r}: use val or test.")
     checkpoint = read_checkpoint(checkpoint_path)
     module = load_captioner(checkpoint).to("cuda" if torch.cuda.is_available() else "cpu")
     data_config = {**checkpoint_data_config(checkpoint), **(data_overrides or {})}
-    datamodule = instantiate(data_config, _convert_="all")
+    datamodule = instantiate(data_config, encoder=module.encoder, splits=[split], _convert_="all")
     datamodule.vocabulary = module.vocabulary
     datamodule.prepare_data()
     datamodule.setup()
-    if split not in ("val", "test") or len(datamodule.datasets[split]) == 0:
-        raise DatasetFormatError(
-            f"Cannot evaluate on eval.split={split!r}: use val or test, with images in {datamodule.root}."
-        )
     dataset = datamodule.datasets[split]
+    if len(dataset) == 0:
+        raise DatasetFormatError(f"Cannot evaluate on eval.split={split!r}: it has no image in {datamodule.root}.")
 
     pairs = [(image, reference) for image in range(len(dataset)) for reference in range(len(dataset.captions[image]))]
-    chosen = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:loss_samples]
+    chosen = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(settings.seed))
+    chosen = chosen[: settings.loss_samples]
+    blind = settings.blind
     metrics: dict = {
-        "test_loss": caption_loss(module, dataset, [pairs[index] for index in sorted(chosen.tolist())], blind=blind),
-        "test_loss_full": caption_loss(module, dataset, pairs, blind=blind),
+        f"{split}_loss": caption_loss(
+            module, dataset, [pairs[index] for index in sorted(chosen.tolist())], blind=blind
+        ),
+        f"{split}_loss_full": caption_loss(module, dataset, pairs, blind=blind),
     }
-    predictions = decode_images(module, datamodule.eval_dataloader(split), beam_size, datamodule.root, blind)
+    loader = datamodule.eval_dataloader(split)
+    predictions = decode_images(module, loader, settings.beam_size, datamodule.root, blind)
     metrics.update(
         caption_metrics(
             {prediction["image"]: prediction["generated"] for prediction in predictions},
@@ -68,7 +86,7 @@ def evaluate_checkpoint(
         {
             "num_images": len(predictions),
             "loss_samples": len(chosen),
-            "beam_size": beam_size,
+            "beam_size": settings.beam_size,
             "checkpoint": str(Path(checkpoint_path).resolve()),
             "split": split,
             "blind": blind,
@@ -79,27 +97,32 @@ def evaluate_checkpoint(
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / "metrics.json", metrics)
     write_json(output_dir / "predictions.json", predictions)
-    (output_dir / "samples.md").write_text(samples_markdown(predictions, num_samples))
+    (output_dir / "samples.md").write_text(samples_markdown(predictions, settings.num_samples))
     figures = [
         save_attention_figure(
-            datamodule.root / prediction["image"],
+            load_image(datamodule.root / prediction["image"]),
             prediction["generated"].split(),
-            prediction["attention"],
+            torch.tensor(prediction["attention"]),
             output_dir / "attention" / f"{Path(prediction['image']).stem}.png",
         )
-        for prediction in predictions[:num_figures]
+        for prediction in predictions[: settings.num_figures]
     ]
     if logger is not None:
-        logger.log_metrics({f"{split}/{name}": value for name, value in metrics.items() if isinstance(value, float)})
+        # eval_<split>/<metric>: apart from the training curves (val/loss) that share a run's TensorBoard.
+        prefix = f"eval_{split}/"
+        logger.log_metrics(
+            {
+                prefix + name.removeprefix(f"{split}_"): value
+                for name, value in metrics.items()
+                if isinstance(value, float)
+            }
+        )
         for figure_path in figures:
-            import matplotlib.image
-
-            logger.experiment.add_image(
-                f"{split}/attention/{figure_path.stem}", matplotlib.image.imread(figure_path), dataformats="HWC"
-            )
+            image = matplotlib.image.imread(figure_path)
+            logger.experiment.add_image(f"{prefix}attention/{figure_path.stem}", image, dataformats="HWC")
         logger.finalize("success")
     log.info(
-        f"Evaluation of {checkpoint_path} on {split} ({len(predictions)} images, beam {beam_size}):\n"
+        f"Evaluation of {checkpoint_path} on {split} ({len(predictions)} images, beam {settings.beam_size}):\n"
         + metrics_table(metrics)
     )
     log.info(f"Reports: {output_dir}/metrics.json, predictions.json, samples.md")

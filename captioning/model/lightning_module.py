@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 
-from captioning.data.images import load_image
-from captioning.data.vocabulary import Vocabulary
 from captioning.errors import CheckpointError
 from captioning.model.decoder import AttentionDecoder, Generation
 from captioning.model.encoder import ResNet50Encoder, encoder_identity
-from captioning.visual.attention import attention_figure
+from captioning.vocabulary import Vocabulary
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+# The reference schedule, for a module built without a config (the configs give the same as `_partial_` targets).
+REFERENCE_OPTIMIZER: OptimizerFactory = functools.partial(torch.optim.Adam, lr=1e-3)
+REFERENCE_SCHEDULER: SchedulerFactory = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=10, gamma=0.5)
 
 
 class CaptioningModule(L.LightningModule):
     """Show, Attend and Tell. Checkpoints hold the decoder, the vocabulary and the encoder's name, not its
-    frozen weights (rebuilt from torchvision), and contain only tensors and plain Python values."""
+    frozen weights (rebuilt from torchvision), and contain only tensors and plain Python values.
+
+    It computes losses and steps; sample captions, figures and files are the business of callbacks."""
 
     def __init__(
         self,
@@ -26,17 +35,18 @@ class CaptioningModule(L.LightningModule):
         hidden_dim: int = 256,
         attention_dim: int = 256,
         dropout: float = 0.5,
-        attention_reg: float = 0.0,
-        lr: float = 1e-3,
-        lr_step_size: int = 10,
-        lr_gamma: float = 0.5,
+        attention_reg: float = 1.0,
         max_caption_length: int = 20,
-        logged_samples: int = 4,
+        optimizer: OptimizerFactory = REFERENCE_OPTIMIZER,
+        scheduler: SchedulerFactory | None = REFERENCE_SCHEDULER,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder"])
+        # The optimizer and scheduler are callables: the run's config records them, checkpoints do not.
+        self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
         self.encoder = encoder
         self.vocabulary = Vocabulary(vocabulary)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.decoder = AttentionDecoder(
             len(self.vocabulary),
             encoder.feature_dim,
@@ -48,7 +58,6 @@ class CaptioningModule(L.LightningModule):
             self.vocabulary.bos_id,
             self.vocabulary.eos_id,
         )
-        self._validation_samples: dict | None = None
 
     # --- checkpoints without the frozen encoder ----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -97,6 +106,17 @@ class CaptioningModule(L.LightningModule):
     def generate(self, features: torch.Tensor, beam_size: int = 1) -> Generation:
         return self.decoder.generate(features, self.hparams.max_caption_length, beam_size)
 
+    @torch.no_grad()
+    def caption(self, features: torch.Tensor, beam_size: int = 1) -> list[tuple[list[str], torch.Tensor]]:
+        """Each image's generated words and their attention (words, R): the one decoding that validation,
+        evaluation and caption.py report."""
+        generation = self.generate(features, beam_size)
+        captions = []
+        for tokens, attention in zip(generation.tokens.tolist(), generation.attention.float().cpu()):
+            words = self.vocabulary.words(tokens)
+            captions.append((words, attention[: len(words)]))
+        return captions
+
     # --- steps ----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         cross_entropy, words, penalty = self.caption_loss(self.region_features(batch), batch["captions"])
@@ -115,41 +135,22 @@ class CaptioningModule(L.LightningModule):
         self.log(name, loss, on_epoch=True, prog_bar=True, batch_size=words, sync_dist=True)
         return loss, features
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
         _, features = self._reference_loss(batch, "val/loss")
-        if batch_idx == 0 and not self.trainer.sanity_checking:
-            count = self.hparams.logged_samples
-            generation = self.generate(features[:count])
-            self._validation_samples = {
-                "generation": generation,
-                "references": batch["references"][:count],
-                "image_paths": batch["image_paths"][:count],
-            }
+        return {"features": features}  # for the callbacks that caption the validation images
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._reference_loss(batch, "test/loss")
 
-    def on_validation_epoch_end(self) -> None:
-        """Log generated captions next to their ground truth, and one attention figure, to TensorBoard."""
-        samples, self._validation_samples = self._validation_samples, None
-        if samples is None or not isinstance(self.logger, TensorBoardLogger):
-            return
-        generation = samples["generation"]
-        rows = ["| generated | ground truth |", "|---|---|"]
-        for tokens, references in zip(generation.tokens.tolist(), samples["references"]):
-            rows.append(f"| {self.vocabulary.decode(tokens)} | {references[0]} |")
-        self.logger.experiment.add_text("val/captions", "\n".join(rows), self.current_epoch)
-        words = self.vocabulary.words(generation.tokens[0].tolist())
-        figure = attention_figure(
-            load_image(samples["image_paths"][0]), words, generation.attention[0, : len(words)].float().cpu()
-        )
-        self.logger.experiment.add_figure("val/attention", figure, self.current_epoch)
-
     def configure_optimizers(self) -> dict:
-        # Fused Adam is the fastest, but Lightning's mixed-precision plugins refuse to clip its gradients.
+        options = {}
+        # Fused Adam(W) is the fastest, but Lightning's mixed-precision plugins refuse to clip its gradients.
         mixed_precision = self._trainer is not None and "mixed" in str(self.trainer.precision)
-        optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.hparams.lr, fused=not mixed_precision)
-        scheduler = torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=self.hparams.lr_step_size, gamma=self.hparams.lr_gamma
-        )
+        chosen = getattr(self.optimizer_factory, "keywords", {})
+        if "fused" in inspect.signature(self.optimizer_factory).parameters and "fused" not in chosen:
+            options["fused"] = not mixed_precision
+        optimizer = self.optimizer_factory(self.decoder.parameters(), **options)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

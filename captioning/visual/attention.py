@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib
 
@@ -38,3 +39,12 @@ def attention_figure(image: Image.Image, words: list[str], attention: torch.Tens
         axis.set_title(word)
     figure.tight_layout()
     return figure
+
+
+def save_attention_figure(image: Image.Image, words: list[str], attention: torch.Tensor, output: Path) -> Path:
+    """Write `attention_figure` as a PNG at `output` (its folder is created); returns `output`."""
+    figure = attention_figure(image, words, attention)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=80)
+    plt.close(figure)
+    return output

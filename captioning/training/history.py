@@ -1,4 +1,4 @@
-"""Per-epoch record of the losses and learning rate, written to the run directory as a CSV table."""
+"""Per-epoch record of the losses, the validation BLEU-4 and the learning rate, written as a CSV table."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 
+# Column of history.csv -> the logged metric it records.
+COLUMNS = {"train_loss": "train/loss_epoch", "val_loss": "val/loss", "val_bleu4": "val/bleu4"}
+
 
 class LossHistory(L.Callback):
-    """Appends train loss, val loss and lr of every epoch to `path` (rewritten after each epoch)."""
+    """Appends train loss, val loss, val BLEU-4 and lr of every epoch to `path` (rewritten after each epoch)."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -20,7 +23,7 @@ class LossHistory(L.Callback):
             return
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
-        for column, key in (("train_loss", "train/loss_epoch"), ("val_loss", "val/loss")):
+        for column, key in COLUMNS.items():
             row[column] = float(metrics[key]) if key in metrics else float("nan")
         row["lr"] = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
@@ -28,4 +31,4 @@ class LossHistory(L.Callback):
         self.table().to_csv(self.path, index=False)
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["epoch", "step", "train_loss", "val_loss", "lr"])
+        return pd.DataFrame(self.rows, columns=["epoch", "step", *COLUMNS, "lr"])

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
-from captioning.checkpoints import checkpoint_data_config, load_captioner, read_checkpoint
-from captioning.data.images import IMAGE_SUFFIXES, ImageFolderDataset, image_transform
+from captioning.data.images import IMAGE_SUFFIXES, ImageFolderDataset, image_transform, load_image
 from captioning.errors import DatasetNotFoundError
-from captioning.evaluation.report import save_attention_figure
+from captioning.model.checkpoint import checkpoint_data_config, load_captioner, read_checkpoint
+from captioning.visual.attention import save_attention_figure
+from captioning.vocabulary import detokenize
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,11 @@ def caption_images(checkpoint_path: str | Path, images: list[Path], beam_size: i
         if not readable:
             log.warning(f"Skipped {path}: not a readable image")
             continue
-        generation = module.generate(module.encoder(pixels.unsqueeze(0)), beam_size)
-        words = module.vocabulary.words(generation.tokens[0].tolist())
+        [(words, attention)] = module.caption(module.encoder(pixels.unsqueeze(0)), beam_size)
         figure = save_attention_figure(
-            path, words, generation.attention[0, : len(words)].tolist(), output_dir / "attention" / f"{path.stem}.png"
+            load_image(path), words, attention, output_dir / "attention" / f"{path.stem}.png"
         )
-        caption = module.vocabulary.decode(generation.tokens[0].tolist())
+        caption = detokenize(words)
         results.append({"image": str(path), "caption": caption, "figure": str(figure)})
         print(f"{path}: {caption}")
     return results

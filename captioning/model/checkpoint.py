@@ -1,15 +1,19 @@
-"""Reading checkpoints safely: tensors and plain values only, never pickled code."""
+"""Reading checkpoints safely (tensors and plain values only, never pickled code) and rebuilding their model."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
 
-from captioning.data.vocabulary import Vocabulary
 from captioning.errors import CheckpointError
 from captioning.model.encoder import ResNet50Encoder
 from captioning.model.lightning_module import CaptioningModule
+from captioning.vocabulary import Vocabulary
+
+# Data settings that earlier versions saved and that are now the model's (model.encoder.*).
+_RETIRED_DATA_SETTINGS = ("encoder_weights", "encoder_random_init_seed")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -41,7 +45,10 @@ def load_captioner(checkpoint: dict) -> CaptioningModule:
     """Rebuild the trained model of a checkpoint (its encoder from torchvision, by name), in eval mode."""
     try:
         encoder = ResNet50Encoder(checkpoint["encoder"]["weights"], checkpoint["encoder"]["random_init_seed"])
-        module = CaptioningModule(encoder, **checkpoint["hyper_parameters"])
+        accepted = inspect.signature(CaptioningModule).parameters
+        # Settings that only training used (the optimizer's, in older checkpoints) play no part here.
+        settings = {name: value for name, value in checkpoint["hyper_parameters"].items() if name in accepted}
+        module = CaptioningModule(encoder, **settings)
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"The checkpoint lacks or garbles {error}: it was not written by train.py.") from error
     module.on_load_checkpoint(checkpoint)
@@ -57,30 +64,4 @@ def checkpoint_data_config(checkpoint: dict) -> dict:
     config = checkpoint.get("run_config", {}).get("data")
     if not config:
         raise CheckpointError("The checkpoint holds no data configuration: it was not written by train.py.")
-    return config
-
-
-# Hyperparameters that fix the shapes of the weights: a resumed run must keep them.
-SHAPE_HYPERPARAMETERS = ("embed_dim", "hidden_dim", "attention_dim")
-
-
-def check_resumable(checkpoint: dict, model_settings: dict, vocabulary_coverage: float) -> None:
-    """Refuse to resume from a checkpoint whose weights cannot fit this run's model, or whose vocabulary
-    (which the run adopts) misses most words of this run's training captions (`vocabulary_coverage`)."""
-    saved = checkpoint.get("hyper_parameters", {})
-    different = [
-        f"model.{name}={saved[name]} (this run: {model_settings[name]})"
-        for name in SHAPE_HYPERPARAMETERS
-        if name in saved and name in model_settings and saved[name] != model_settings[name]
-    ]
-    if different:
-        raise CheckpointError(
-            f"The checkpoint was trained with {', '.join(different)}: its weights cannot be resumed by this "
-            "model. Resume with the checkpoint's settings, or start a new run without ckpt_path."
-        )
-    if vocabulary_coverage < 0.8:
-        raise CheckpointError(
-            f"The checkpoint's vocabulary knows only {vocabulary_coverage:.0%} of the words of this run's "
-            "training captions: it was trained on other data. Resume it on the data it was trained on, or "
-            "start a new run without ckpt_path."
-        )
+    return {key: value for key, value in config.items() if key not in _RETIRED_DATA_SETTINGS}

@@ -1,0 +1,74 @@
+"""What validation shows besides the loss: BLEU-4 of greedy captions, and sample captions with attention."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from captioning.data.images import load_image
+from captioning.evaluation.metrics import bleu_4
+from captioning.visual.attention import attention_figure
+from captioning.vocabulary import detokenize
+
+
+class ValidationCaptions(L.Callback):
+    """Captions every validation image greedily, as `evaluate.py eval.split=val eval.beam_size=1` would, and
+    logs their corpus BLEU-4 as `val/bleu4` (so that a ModelCheckpoint can monitor it). On TensorBoard it
+    also shows the first `logged_samples` captions next to their ground truth and the first one's attention.
+    """
+
+    def __init__(self, bleu: bool = True, logged_samples: int = 4) -> None:
+        self.bleu = bleu
+        self.logged_samples = logged_samples
+        self._predictions: list[dict] = []
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._predictions = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        module: L.LightningModule,
+        outputs: dict,
+        batch: dict,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.sanity_checking or not (self.bleu or len(self._predictions) < self.logged_samples):
+            return
+        captions = module.caption(outputs["features"], beam_size=1)
+        for (words, attention), references, path in zip(captions, batch["references"], batch["image_paths"]):
+            self._predictions.append({"image": path, "words": words, "attention": attention, "references": references})
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self._predictions:
+            return
+        if self.bleu:
+            predictions = _gather(trainer, self._predictions)
+            score = bleu_4(
+                {p["image"]: " ".join(p["words"]) for p in predictions},
+                {p["image"]: list(p["references"]) for p in predictions},
+            )
+            module.log("val/bleu4", score, prog_bar=True)  # every rank holds the same gathered figure
+        if trainer.is_global_zero and isinstance(trainer.logger, TensorBoardLogger):
+            self._log_samples(trainer.logger, trainer.global_step)
+
+    def _log_samples(self, logger: TensorBoardLogger, step: int) -> None:
+        samples = self._predictions[: self.logged_samples]
+        rows = ["| generated | ground truth |", "|---|---|"]
+        rows += [f"| {detokenize(sample['words'])} | {sample['references'][0]} |" for sample in samples]
+        logger.experiment.add_text("val/captions", "\n".join(rows), step)
+        first = samples[0]
+        figure = attention_figure(load_image(first["image"]), first["words"], first["attention"])
+        logger.experiment.add_figure("val/attention", figure, step)
+
+
+def _gather(trainer: L.Trainer, predictions: list[dict]) -> list[dict]:
+    """Every rank's predictions, each image once (the distributed sampler repeats some to even the ranks)."""
+    if trainer.world_size == 1 or not torch.distributed.is_initialized():
+        return predictions
+    shared = [{key: value for key, value in p.items() if key != "attention"} for p in predictions]
+    gathered: list[list[dict]] = [[] for _ in range(trainer.world_size)]
+    torch.distributed.all_gather_object(gathered, shared)
+    return list({p["image"]: p for rank in gathered for p in rank}.values())
