@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The PyTorch build to install first; override for another platform, e.g. TORCH="torch torchvision".
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test test-fast lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: install
 
 test: install lint
 	$(BIN)/python -m pytest
+
+# The tests not marked slow (no training, evaluation or extra processes): under a minute.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

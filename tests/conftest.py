@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.layouts import tiny_shapes
+from tests.helpers.layouts import tiny_shapes
 
 
 @pytest.fixture(scope="session")

@@ -3,31 +3,27 @@
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 
-from captioning.data.vocabulary import Vocabulary
-from tests.test_train import PROJECT, TINY, TINY_SHAPES
+import pytest
+
+from captioning.vocabulary import Vocabulary
+from tests.helpers.runs import PROJECT, train_command
+
+pytestmark = pytest.mark.slow  # trains, evaluates or starts processes
 
 
 def test_two_processes_see_disjoint_data_and_end_with_the_same_weights(tmp_path):
-    command = [
-        sys.executable,
-        str(PROJECT / "train.py"),
-        *TINY,
-        *TINY_SHAPES,
+    command = train_command(
+        tmp_path,
+        tmp_path / "run",
         "~logger",
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
-        "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        "+callbacks.probe._target_=tests.ddp_probe.RecordRankData",
+        "+callbacks.probe._target_=tests.helpers.ddp_probe.RecordRankData",
         f"+callbacks.probe.directory={tmp_path / 'probe'}",
-    ]
+    )
     environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
     completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=environment)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -35,7 +31,7 @@ def test_two_processes_see_disjoint_data_and_end_with_the_same_weights(tmp_path)
     ranks = [json.loads((tmp_path / "probe" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [rank["world_size"] for rank in ranks] == [2, 2]
     # Together the two processes saw every training caption exactly once: no sample twice, none lost.
-    dataset = json.loads((tmp_path / "data" / "shapes" / "dataset_shapes.json").read_text())["images"]
+    dataset = json.loads((tmp_path / "data" / "shapes_tiny" / "dataset_shapes.json").read_text())["images"]
     train_captions = [s["raw"] for image in dataset if image["split"] == "train" for s in image["sentences"]]
     vocabulary = Vocabulary.build(train_captions, min_frequency=1)
     expected = Counter(tuple(vocabulary.encode(caption, max_length=20)) for caption in train_captions)

@@ -9,10 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from captioning.checkpoints import read_checkpoint
 from captioning.errors import CheckpointError
-
-PROJECT = Path(__file__).resolve().parents[1]
+from captioning.model.checkpoint import read_checkpoint
+from tests.helpers.runs import PROJECT
 
 
 class Payload:
@@ -52,6 +51,7 @@ def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # starts the entry points as processes
 @pytest.mark.parametrize(
     ("script", "overrides", "message"),
     [
@@ -63,9 +63,7 @@ def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
             "train.py",
             [
                 "model.encoder.weights=IMAGENET_BEST",
-                "data.dataset_builder.num_images=12",
-                "data.dataset_builder.val_images=2",
-                "data.dataset_builder.test_images=2",
+                "debug=default",
             ],
             "Unknown model.encoder.weights='IMAGENET_BEST'",
         ),

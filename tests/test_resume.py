@@ -2,27 +2,18 @@
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-from tests.test_train import PROJECT, TINY, TINY_SHAPES
+from tests.helpers.runs import PROJECT, train_command
+
+pytestmark = pytest.mark.slow  # trains, evaluates or starts processes
 
 
 def run_train(tmp_path: Path, run_dir: str, *overrides: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        str(PROJECT / "train.py"),
-        *TINY,
-        *TINY_SHAPES,
-        "~logger",
-        "trainer.max_epochs=3",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={tmp_path / run_dir}",
-        *overrides,
-    ]
+    command = train_command(tmp_path, tmp_path / run_dir, "~logger", "trainer.max_epochs=3", *overrides)
     environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
     return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=environment)
 
@@ -33,7 +24,7 @@ def test_killed_mid_epoch_run_resumes_to_the_same_number_of_steps(tmp_path):
         tmp_path,
         "killed",
         "callbacks.step_checkpoint.every_n_train_steps=2",
-        "+callbacks.killer._target_=tests.killer.KillAtStep",
+        "+callbacks.killer._target_=tests.helpers.killer.KillAtStep",
         "+callbacks.killer.step=15",
     )
     assert killed.returncode == -9, killed.stderr[-2000:]
@@ -53,7 +44,7 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     import pytest
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-    from captioning.atomic_checkpoint import AtomicCheckpointIO
+    from captioning.training.checkpoint_io import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": torch.tensor(1)}, path)

@@ -1,8 +1,8 @@
 """train.py as users run it: configs composed by Hydra, tiny data, a few steps."""
 
 import os
+import re
 import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -12,67 +12,38 @@ from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from captioning.errors import CheckpointError
-from tests.layouts import tiny_shapes, write_layout
+from tests.helpers.layouts import tiny_shapes, write_layout
+from tests.helpers.runs import PROJECT, compose_config, compose_flickr, compose_train, train_command
 from train import train
 
-PROJECT = Path(__file__).resolve().parents[1]
-TINY_SHAPES = [
-    "data.dataset_builder.num_images=12",
-    "data.dataset_builder.val_images=2",
-    "data.dataset_builder.test_images=2",
-    "data.dataset_builder.image_size=64",
-]
-TINY = [
-    "data.image_size=64",
-    "data.batch_size=4",
-    "data.eval_batch_size=4",
-    "data.num_workers=0",
-    "model.embed_dim=16",
-    "model.hidden_dim=16",
-    "model.attention_dim=16",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=1",
-]
-
-
-def compose_train(tmp_path: Path, *overrides: str):
-    paths = [
-        f"paths.root_dir={tmp_path}",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"paths.output_dir={tmp_path / 'run'}",
-    ]
-    dataset = [] if "data=flickr30k" in overrides else TINY_SHAPES
-    with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[*paths, *TINY, *dataset, *overrides])
-
-
-def compose_flickr(tmp_path: Path, root: Path, *overrides: str):
-    """A tiny run on a dataset in one of the Flickr30k layouts, offline (random encoder)."""
-    return compose_train(
-        tmp_path,
-        "data=flickr30k",
-        f"data.root={root}",
-        "model.encoder.weights=null",
-        "data.min_word_frequency=1",
-        *overrides,
-    )
+pytestmark = pytest.mark.slow  # trains, evaluates or starts processes
 
 
 def test_defaults_are_the_reference_configuration(tmp_path):
     cfg = compose_train(tmp_path)
-    with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
-        default = compose("train", overrides=["paths.root_dir=/x", "paths.output_dir=/x/run"])
-        flickr = compose("train", overrides=["data=flickr30k", "data.root=/d", "paths.root_dir=/x"])
-    assert (default.model.embed_dim, default.model.hidden_dim, default.model.lr) == (256, 256, 1e-3)
-    assert (default.model.lr_step_size, default.model.lr_gamma) == (10, 0.5)
+    default = compose_config("train", ["paths.root_dir=/x", "paths.output_dir=/x/run"])
+    flickr = compose_config("train", ["data=flickr30k", "data.root=/d", "paths.root_dir=/x"])
+    reference = compose_config("train", ["experiment=reference", "data.root=/d", "paths.root_dir=/x"])
+    assert (default.model.embed_dim, default.model.hidden_dim) == (256, 256)
+    assert default.model.optimizer._target_ == "torch.optim.Adam" and default.model.optimizer.lr == 1e-3
+    assert (default.model.scheduler.step_size, default.model.scheduler.gamma) == (10, 0.5)
     assert (default.data.batch_size, default.trainer.max_epochs, default.trainer.gradient_clip_val) == (32, 30, 5.0)
-    assert default.model.encoder.weights is None and default.data.encoder_weights is None  # built-in: offline
-    assert flickr.model.encoder.weights == "IMAGENET1K_V1" and flickr.data.encoder_weights == "IMAGENET1K_V1"
-    assert flickr.data.min_word_frequency == 5
-    assert cfg.data.root == str(tmp_path / "data" / "shapes")
+    assert default.model.encoder.weights is None  # built-in data: offline
+    assert flickr.model.encoder.weights == "IMAGENET1K_V1" and flickr.data.min_word_frequency == 5
+    assert "encoder_weights" not in flickr.data  # the encoder is configured once, under model.encoder
+    # The attention penalty of the paper, except in the seed's reference experiment (cross-entropy alone).
+    assert default.model.attention_reg == 1.0 and reference.model.attention_reg == 0.0
+    assert reference.name == "reference" and reference.model.optimizer.lr == 1e-3
+    assert cfg.data.root == str(tmp_path / "data" / "shapes_tiny")
+
+
+def test_the_optimizer_and_scheduler_are_chosen_from_the_command_line(tmp_path):
+    overrides = ["model/optimizer=adamw", "model.optimizer.lr=3e-4", "model.scheduler.step_size=2"]
+    result = train(compose_train(tmp_path, *overrides, "trainer.max_steps=1", "~logger"))
+    checkpoint = torch.load(result["last_checkpoint"], weights_only=True)
+    group = checkpoint["optimizer_states"][0]["param_groups"][0]
+    assert group["lr"] == 3e-4 and group["weight_decay"] == 0.01  # AdamW's decay, at the chosen rate
+    assert checkpoint["lr_schedulers"][0]["step_size"] == 2
 
 
 def test_fast_dev_run(tmp_path):
@@ -159,25 +130,21 @@ def test_validation_logs_losses_captions_and_an_attention_figure(tmp_path):
     assert {"train/loss_epoch", "val/loss", "lr-Adam"} <= set(events.Tags()["scalars"])
     assert "val/attention" in events.Tags()["images"]
     assert "val/captions/text_summary" in events.Tags()["tensors"]
+    assert "val/bleu4" in events.Tags()["scalars"]
     history = Path(result["history"]).read_text().splitlines()
-    assert history[0] == "epoch,step,train_loss,val_loss,lr" and len(history) == 3
+    assert history[0] == "epoch,step,train_loss,val_loss,val_bleu4,lr" and len(history) == 3
 
 
 def test_sweep_runs_every_job_into_its_own_directory(tmp_path):
-    command = [
-        sys.executable,
-        "train.py",
+    command = train_command(
+        tmp_path,
+        tmp_path / "run",
         "-m",
         "model.hidden_dim=8,16",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        "trainer.max_epochs=1",
         "trainer.max_steps=1",
         "trainer.limit_val_batches=1",
-        *TINY_SHAPES,
-        *(override for override in TINY if not override.startswith("model.hidden_dim")),
-    ]
+    )
     completed = subprocess.run(
         command,
         cwd=PROJECT,
@@ -210,3 +177,21 @@ def test_resume_refuses_a_checkpoint_of_another_model_or_vocabulary(tmp_path):
     root = write_layout(tmp_path / "french", "karpathy", entries, source / "images")
     with pytest.raises(CheckpointError, match="knows only 0% of the words"):
         train(compose_flickr(tmp_path, root, f"ckpt_path={last}", "~logger"))
+
+
+def test_without_a_monitoring_checkpoint_there_is_no_best_and_the_last_is_evaluated(tmp_path):
+    result = train(
+        compose_train(tmp_path, "~callbacks.model_checkpoint", "evaluate_after=true", "eval.loss_samples=4", "~logger")
+    )
+    assert result["best_checkpoint"] == "" and result["last_checkpoint"].endswith("last.ckpt")
+    assert result["evaluation"]["metrics"]["checkpoint"] == str(Path(result["last_checkpoint"]).resolve())
+
+
+def test_a_named_experiment_runs_in_a_folder_of_its_name():
+    import captioning.cli  # noqa: F401  (registers the resolver that the run folder's name uses)
+
+    with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
+        named = compose("train", overrides=["experiment=quickstart"], return_hydra_config=True)
+        plain = compose("train", return_hydra_config=True)
+    assert re.fullmatch(r"outputs/quickstart/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", named.hydra.run.dir)
+    assert re.fullmatch(r"outputs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", plain.hydra.run.dir)

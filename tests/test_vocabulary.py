@@ -1,6 +1,6 @@
 import pytest
 
-from captioning.data.vocabulary import SPECIAL_TOKENS, Vocabulary, detokenize, tokenize
+from captioning.vocabulary import SPECIAL_TOKENS, Vocabulary, detokenize, tokenize
 
 
 def test_tokenize_lowercases_and_splits_punctuation():

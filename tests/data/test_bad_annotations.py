@@ -3,8 +3,8 @@
 import json
 
 from captioning.data.readers import read_annotations
-from captioning.data.vocabulary import Vocabulary
-from tests.layouts import write_layout
+from captioning.vocabulary import Vocabulary
+from tests.helpers.layouts import write_layout
 
 
 def test_unusable_captions_and_paths_are_skipped_and_reported(tmp_path, shapes_root, shapes_entries, caplog):

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.layouts import tiny_shapes, write_layout
-from tests.test_train import compose_flickr
+from tests.helpers.layouts import tiny_shapes, write_layout
+from tests.helpers.runs import compose_flickr
 from train import train
+
+pytestmark = pytest.mark.slow  # trains, evaluates or starts processes
 
 
 @pytest.mark.parametrize("cache_features", [True, False])

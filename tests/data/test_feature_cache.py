@@ -9,11 +9,18 @@ from captioning.data.images import ImageFolderDataset
 from captioning.model.encoder import ResNet50Encoder
 
 
+class NamedEncoder:
+    """Stands in for an encoder where only its name (what the cache key holds) matters."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+
+
 def make_datamodule(root, cache_dir, **overrides) -> CaptionDataModule:
     settings = dict(
         root=str(root),
         feature_cache_dir=str(cache_dir),
-        encoder_weights=None,
+        encoder=ResNet50Encoder(None),
         image_size=64,
         num_workers=0,
         min_word_frequency=1,
@@ -48,11 +55,15 @@ def test_cache_is_reused_by_a_later_run(shapes_root, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "change",
-    [{"image_size": 96}, {"encoder_weights": "IMAGENET1K_V2"}, {"encoder_random_init_seed": 1}],
+    [
+        {"image_size": 96},
+        {"encoder": NamedEncoder("resnet50:IMAGENET1K_V2")},
+        {"encoder": NamedEncoder("resnet50:random(seed=1)")},
+    ],
 )
 def test_cache_key_changes_with_encoder_and_transform(shapes_root, tmp_path, change):
-    assert make_datamodule(shapes_root, tmp_path).feature_cache_path != (
-        make_datamodule(shapes_root, tmp_path, **change).feature_cache_path
+    assert make_datamodule(shapes_root, tmp_path).locate_features() != (
+        make_datamodule(shapes_root, tmp_path, **change).locate_features()
     )
 
 
@@ -61,9 +72,9 @@ def test_cache_key_changes_with_the_image_list(shapes_root, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(shapes_root, copy)
-    before = make_datamodule(copy, tmp_path).feature_cache_path
+    before = make_datamodule(copy, tmp_path).locate_features()
     (copy / "images" / "shapes_00011.png").unlink()  # its captions are then skipped as missing
-    assert make_datamodule(copy, tmp_path).feature_cache_path != before
+    assert make_datamodule(copy, tmp_path).locate_features() != before
 
 
 def test_interrupted_build_leaves_no_complete_looking_cache(shapes_root, tmp_path, monkeypatch):
@@ -106,12 +117,13 @@ def test_cache_key_changes_when_an_image_is_rewritten(shapes_root, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(shapes_root, copy)
-    before = make_datamodule(copy, tmp_path).feature_cache_path
+    before = make_datamodule(copy, tmp_path).locate_features()
     image = copy / "images" / "shapes_00003.png"
     image.write_bytes(image.read_bytes() + b"\0")  # same name, new content (a regenerated dataset)
-    assert make_datamodule(copy, tmp_path).feature_cache_path != before
+    assert make_datamodule(copy, tmp_path).locate_features() != before
 
 
+@pytest.mark.slow  # two processes
 def test_two_runs_building_the_same_cache_at_once_leave_one_complete_cache(shapes_root, tmp_path):
     import multiprocessing
 
@@ -122,7 +134,7 @@ def test_two_runs_building_the_same_cache_at_once_leave_one_complete_cache(shape
     for builder in builders:
         builder.join(timeout=120)
         assert builder.exitcode == 0
-    path = make_datamodule(shapes_root, tmp_path).feature_cache_path
+    path = make_datamodule(shapes_root, tmp_path).locate_features()
     assert open_feature_cache(path).shape == (12, 4, 2048)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.with_suffix(".json").name])
 

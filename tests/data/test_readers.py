@@ -6,7 +6,7 @@ import pytest
 
 from captioning.data.readers import detect_format, deterministic_split, read_annotations
 from captioning.errors import DatasetFormatError, DatasetNotFoundError
-from tests.layouts import LAYOUTS, write_layout
+from tests.helpers.layouts import LAYOUTS, write_layout
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

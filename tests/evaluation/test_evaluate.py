@@ -3,16 +3,20 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+import torch
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from caption import caption
 from captioning.errors import CheckpointError, DatasetFormatError, DatasetNotFoundError
 from evaluate import evaluate
-from tests.layouts import tiny_shapes
-from tests.test_train import PROJECT, compose_flickr, compose_train
+from tests.helpers.layouts import memorisable_dataset
+from tests.helpers.runs import compose_config, compose_evaluate, compose_flickr, compose_train
 from train import train
+
+pytestmark = pytest.mark.slow  # trains, evaluates or starts processes
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +25,6 @@ def trained(tmp_path_factory) -> Path:
     tmp_path = tmp_path_factory.mktemp("trained")
     result = train(compose_train(tmp_path, "data.image_size=224", "trainer.max_epochs=2", "~logger"))
     return Path(result["best_checkpoint"])
-
-
-def compose_evaluate(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
-        return compose(
-            "evaluate", overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'eval'}", *overrides]
-        )
 
 
 def test_evaluate_writes_metrics_predictions_samples_and_figures(trained, tmp_path):
@@ -102,17 +99,16 @@ def test_caption_any_image_mode_and_size(trained, tmp_path):
     Image.new("RGBA", (50, 80), (200, 10, 10, 100)).save(folder / "rgba.png")
     Image.new("CMYK", (640, 480), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
-    with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "caption",
-            overrides=[
-                f"ckpt={trained}",
-                f"image={folder}",
-                "beam_size=2",
-                f"paths.root_dir={tmp_path}",
-                f"paths.output_dir={tmp_path / 'out'}",
-            ],
-        )
+    cfg = compose_config(
+        "caption",
+        [
+            f"ckpt={trained}",
+            f"image={folder}",
+            "beam_size=2",
+            f"paths.root_dir={tmp_path}",
+            f"paths.output_dir={tmp_path / 'out'}",
+        ],
+    )
     results = caption(cfg)
     assert [Path(result["image"]).name for result in results] == ["cmyk.jpg", "gray.png", "rgba.png"]
     for result in results:
@@ -123,29 +119,13 @@ def test_caption_any_image_mode_and_size(trained, tmp_path):
 
 
 def test_a_model_that_overfits_a_few_images_gets_bleu4_above_0_9(tmp_path):
-    source = tmp_path / "source"
-    entries = tiny_shapes(source, num_images=8)[:4]
-    root = tmp_path / "overfit"
-    (root / "images").mkdir(parents=True)
-    images = []
-    for entry in entries:
-        (root / "images" / entry["filename"]).write_bytes((source / "images" / entry["filename"]).read_bytes())
-        # One caption per image; training sees each image as 30 identical files (more steps per epoch, no
-        # duplicate rows), the test split the original file, so that evaluation is on the training images.
-        sentences = entry["sentences"][:1]
-        images.append(dict(entry, split="test", sentences=sentences))
-        for copy in range(30):
-            name = f"copy{copy}_{entry['filename']}"
-            (root / "images" / name).write_bytes((source / "images" / entry["filename"]).read_bytes())
-            images.append(dict(entry, filename=name, split="train", sentences=sentences))
-    (root / "dataset_overfit.json").write_text(json.dumps({"images": images}))
-
+    root = memorisable_dataset(tmp_path / "overfit", tmp_path / "source", eval_split="test")
     result = train(
         compose_flickr(
             tmp_path,
             root,
             "model.dropout=0",
-            "model.lr=0.01",
+            "model.optimizer.lr=0.01",
             "model.hidden_dim=64",
             "model.embed_dim=32",
             "model.attention_dim=32",
@@ -161,3 +141,25 @@ def test_a_model_that_overfits_a_few_images_gets_bleu4_above_0_9(tmp_path):
         )
     )
     assert evaluation["metrics"]["bleu_4"] > 0.9
+
+
+def test_evaluation_encodes_only_the_split_it_scores(trained, tmp_path):
+    fresh = tmp_path / "fresh_cache"  # a machine without the training run's cache
+    evaluate(compose_evaluate(tmp_path / "a", f"ckpt={trained}", f"data.feature_cache_dir={fresh}", "~logger"))
+    [cache] = fresh.glob("*.npy")
+    assert np.load(cache, mmap_mode="r").shape[0] == 2  # the 2 test images, not the 12 of the dataset
+
+    training_cache = Path(torch.load(trained, weights_only=True)["run_config"]["data"]["feature_cache_dir"])
+    before = sorted(training_cache.iterdir())
+    evaluate(compose_evaluate(tmp_path / "b", f"ckpt={trained}", "~logger"))
+    assert sorted(training_cache.iterdir()) == before  # the training run's cache of every image is reused
+
+
+def test_metric_names_say_which_split_they_score(trained, tmp_path):
+    result = evaluate(compose_evaluate(tmp_path, f"ckpt={trained}", "eval.split=val", "eval.num_figures=1"))
+    assert {"val_loss", "val_loss_full"} <= result["metrics"].keys()
+    assert not any(name.startswith("test") for name in result["metrics"])
+    events = EventAccumulator(str(tmp_path / "eval" / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"eval_val/loss", "eval_val/loss_full", "eval_val/bleu_4"} <= set(events.Tags()["scalars"])
+    assert not any(tag.startswith("test") for tag in events.Tags()["scalars"])

@@ -60,3 +60,22 @@ def write_layout(root: Path, layout: str, entries: list[dict], images_from: Path
                 for sentence in entry["sentences"]:
                     writer.writerow([entry["filename"], sentence["raw"]])
     return root
+
+
+def memorisable_dataset(root: Path, source: Path, eval_split: str, copies: int = 30, images: int = 4) -> Path:
+    """A Karpathy-layout dataset whose `eval_split` images are the training images, one caption each: a model
+    can learn them by heart, so that its captions of that split score high. Training sees each image as
+    `copies` identical files (more steps per epoch, no duplicate rows)."""
+    entries = tiny_shapes(source, num_images=max(8, images))[:images]
+    (root / "images").mkdir(parents=True)
+    listed = []
+    for entry in entries:
+        sentences = entry["sentences"][:1]
+        shutil.copy(source / "images" / entry["filename"], root / "images" / entry["filename"])
+        listed.append(dict(entry, split=eval_split, sentences=sentences))
+        for copy in range(copies):
+            name = f"copy{copy}_{entry['filename']}"
+            shutil.copy(source / "images" / entry["filename"], root / "images" / name)
+            listed.append(dict(entry, filename=name, split="train", sentences=sentences))
+    (root / "dataset_memorisable.json").write_text(json.dumps({"images": listed}))
+    return root

@@ -1,7 +1,7 @@
 import torch
 
-from captioning.data.vocabulary import SPECIAL_TOKENS
 from captioning.model.lightning_module import CaptioningModule
+from captioning.vocabulary import SPECIAL_TOKENS
 
 
 class TinyEncoder(torch.nn.Module):
