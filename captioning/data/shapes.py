@@ -3,6 +3,10 @@
 The images, captions and object boxes are generated deterministically from a seed and stored in the
 Karpathy layout (`dataset_shapes.json` + `images/`), so they go through the same reader as Flickr30k.
 Each image entry also carries `objects`: shape, colour, size and box [x0, y0, x1, y1] in pixels.
+
+Every file is written under a temporary name of its writer's own, then renamed into place: ranks that a
+launcher (srun, torchrun) starts together may generate the same dataset at once, and a file is then always
+either absent or complete, whoever reads it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import json
 import logging
 import os
 import random
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -131,6 +138,18 @@ def _draw(objects: list[dict], image_size: int) -> Image.Image:
     return image
 
 
+@contextmanager
+def _written_atomically(path: Path) -> Iterator[Path]:
+    """The temporary path to write `path` through, renamed to `path` once the block completes. The name is this
+    process's own (host and pid), and hidden, so no `dataset_*.json` reader picks it up; removed on error."""
+    partial = path.with_name(f".{path.name}.partial-{socket.gethostname()}-{os.getpid()}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def generate_shapes_dataset(
     root: str | Path,
     num_images: int = 1500,
@@ -162,7 +181,8 @@ def generate_shapes_dataset(
     for index in tqdm(range(num_images), desc=f"Generating the shapes dataset in {root}", unit="image"):
         objects = _random_objects(rng, image_size)
         filename = f"shapes_{index:05d}.png"
-        _draw(objects, image_size).save(root / "images" / filename)
+        with _written_atomically(root / "images" / filename) as partial:
+            _draw(objects, image_size).save(partial, format="PNG")
         split = "test" if index < test_images else "val" if index < test_images + val_images else "train"
         entries.append(
             {
@@ -173,9 +193,8 @@ def generate_shapes_dataset(
                 "objects": [{key: obj[key] for key in ("shape", "colour", "size", "box")} for obj in objects],
             }
         )
-    partial = annotation_path.with_suffix(".partial")
-    partial.write_text(json.dumps({"dataset": "shapes", "generator": settings, "images": entries}))
-    os.replace(partial, annotation_path)  # written last: its presence means the dataset is complete
+    with _written_atomically(annotation_path) as partial:  # written last: its presence means the dataset is complete
+        partial.write_text(json.dumps({"dataset": "shapes", "generator": settings, "images": entries}))
     return annotation_path
 
 
