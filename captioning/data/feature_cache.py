@@ -70,7 +70,9 @@ def build_feature_cache(
     written = 0
     unreadable: list[int] = []
     try:
-        with torch.inference_mode():
+        # Iterating a DataLoader draws from the global generator: fork it, so that a run which builds the cache
+        # trains exactly like one which reuses it.
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
             for images, readable in tqdm(loader, desc=f"Encoding {len(dataset)} images", unit="batch"):
                 unreadable += [written + position for position in (~readable).nonzero().flatten().tolist()]
                 images = images.to(device, memory_format=memory_format)

@@ -141,3 +141,12 @@ def test_two_runs_building_the_same_cache_at_once_leave_one_complete_cache(shape
 
 def _prepare(root: str, cache_dir: str) -> None:
     make_datamodule(root, cache_dir).prepare_data()
+
+
+def test_building_the_cache_leaves_the_global_random_state_as_it_was(shapes_root, tmp_path):
+    # Iterating the encoding DataLoader draws a seed: without care, a run that builds the cache would shuffle
+    # and drop out differently from one that reuses it.
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    make_datamodule(shapes_root, tmp_path).prepare_data()
+    assert torch.equal(torch.get_rng_state(), state)
