@@ -55,11 +55,13 @@ def evaluate_checkpoint(
     data_config = {**checkpoint_data_config(checkpoint), **(data_overrides or {})}
     datamodule = instantiate(data_config, encoder=module.encoder, splits=[split], _convert_="all")
     datamodule.vocabulary = module.vocabulary
+    if not (datamodule.load_annotations()["split"] == split).any():
+        raise DatasetFormatError(f"Cannot evaluate on eval.split={split!r}: it has no image in {datamodule.root}.")
     datamodule.prepare_data()
     datamodule.setup()
     dataset = datamodule.datasets[split]
-    if len(dataset) == 0:
-        raise DatasetFormatError(f"Cannot evaluate on eval.split={split!r}: it has no image in {datamodule.root}.")
+    if len(dataset) == 0:  # its images are all unreadable
+        raise DatasetFormatError(f"Cannot evaluate on eval.split={split!r}: no readable image in {datamodule.root}.")
 
     pairs = [(image, reference) for image in range(len(dataset)) for reference in range(len(dataset.captions[image]))]
     chosen = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(settings.seed))
