@@ -1,8 +1,9 @@
-"""Tiny datasets written in the exact on-disk layouts of Flickr30k's popular downloads."""
+"""Tiny datasets written in the exact on-disk layouts of Flickr30k's and Flickr8k's popular downloads."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +12,29 @@ import pandas as pd
 
 from captioning.data.shapes import generate_shapes_dataset
 
-LAYOUTS = ("karpathy", "results_csv", "huggingface", "captions_txt")
+# (annotation file, image folder) of each download, relative to the folder it unpacks into.
+DOWNLOADS = {
+    "flickr30k": {
+        "karpathy": ("dataset_flickr30k.json", "flickr30k_images"),
+        # Kaggle's archive: results.csv in flickr30k_images/, the images one folder further down.
+        "results_csv": ("flickr30k_images/results.csv", "flickr30k_images/flickr30k_images"),
+        "huggingface": ("flickr_annotations_30k.csv", "flickr30k-images"),
+        "captions_txt": ("captions.txt", "Images"),
+        "token": ("results_20130124.token", "flickr30k-images"),  # from the authors: no split
+    },
+    "flickr8k": {
+        "karpathy": ("dataset_flickr8k.json", "Flicker8k_Dataset"),
+        "captions_txt": ("captions.txt", "Images"),  # Kaggle
+        "token": ("Flickr8k.token.txt", "Flicker8k_Dataset"),  # from the authors, with the split lists
+    },
+}
+LINE_LAYOUTS = ("results_csv", "captions_txt", "token")
+# Flickr8k's official split lists, beside Flickr8k.token.txt: split -> file.
+SPLIT_LISTS = {
+    "train": "Flickr_8k.trainImages.txt",
+    "val": "Flickr_8k.devImages.txt",
+    "test": "Flickr_8k.testImages.txt",
+}
 
 
 def tiny_shapes(root: Path, num_images: int = 12, image_size: int = 64) -> list[dict]:
@@ -20,26 +43,48 @@ def tiny_shapes(root: Path, num_images: int = 12, image_size: int = 64) -> list[
     return json.loads((root / "dataset_shapes.json").read_text())["images"]
 
 
-def write_layout(root: Path, layout: str, entries: list[dict], images_from: Path) -> Path:
-    """Write `entries` (Karpathy image entries) as `layout` in `root`, copying their images; returns root."""
-    image_dirs = {
-        "karpathy": "flickr30k_images",
-        "results_csv": "flickr30k_images/flickr30k_images",  # Kaggle's upload nests it once more
-        "huggingface": "flickr30k-images",
-        "captions_txt": "Images",
-    }
-    image_dir = root / image_dirs[layout]
+def write_lines(path: Path, lines: list[str], newline: str = "\n", final_newline: bool = True) -> None:
+    """Write `lines` byte for byte: with `newline` endings (\r\n as files saved on Windows), with or without
+    one after the last line."""
+    text = newline.join(lines) + (newline if final_newline else "")
+    path.write_bytes(text.encode("utf-8"))
+
+
+def annotation_lines(layout: str, entries: list[dict]) -> list[str]:
+    """The lines of a line-based annotation file of `entries` (Karpathy image entries), header included."""
+    if layout == "results_csv":
+        rows = [f"{e['filename']}| {n}| {s['raw']}" for e in entries for n, s in enumerate(e["sentences"])]
+        return ["image_name| comment_number| comment", *rows]
+    if layout == "token":
+        return [f"{e['filename']}#{n}\t{s['raw']}" for e in entries for n, s in enumerate(e["sentences"])]
+    if layout == "captions_txt":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")  # quotes only the captions that hold commas or quotes
+        writer.writerow(["image", "caption"])
+        writer.writerows([e["filename"], s["raw"]] for e in entries for s in e["sentences"])
+        return buffer.getvalue().splitlines()
+    raise ValueError(layout)
+
+
+def write_layout(
+    root: Path,
+    layout: str,
+    entries: list[dict],
+    images_from: Path,
+    dataset: str = "flickr30k",
+    newline: str = "\n",
+    final_newline: bool = True,
+) -> Path:
+    """Write `entries` (Karpathy image entries) into `root` as `dataset`'s download in `layout` unpacks, copying
+    their images; line-based files get `newline` endings. Returns root."""
+    annotation_name, image_folder = DOWNLOADS[dataset][layout]
+    image_dir = root / image_folder
     image_dir.mkdir(parents=True)
     for entry in entries:
         shutil.copy(images_from / entry["filename"], image_dir / entry["filename"])
+    annotation = root / annotation_name
     if layout == "karpathy":
-        (root / "dataset_flickr30k.json").write_text(json.dumps({"dataset": "flickr30k", "images": entries}))
-    elif layout == "results_csv":
-        lines = ["image_name| comment_number| comment"]
-        for entry in entries:
-            for number, sentence in enumerate(entry["sentences"]):
-                lines.append(f"{entry['filename']}| {number}| {sentence['raw']}")
-        (root / "results.csv").write_text("\n".join(lines) + "\n")
+        annotation.write_text(json.dumps({"dataset": dataset, "images": entries}))
     elif layout == "huggingface":
         rows = [
             {
@@ -51,14 +96,15 @@ def write_layout(root: Path, layout: str, entries: list[dict], images_from: Path
             }
             for index, entry in enumerate(entries)
         ]
-        pd.DataFrame(rows).to_csv(root / "flickr_annotations_30k.csv", index=False)
-    elif layout == "captions_txt":
-        with (root / "captions.txt").open("w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["image", "caption"])
-            for entry in entries:
-                for sentence in entry["sentences"]:
-                    writer.writerow([entry["filename"], sentence["raw"]])
+        pd.DataFrame(rows).to_csv(annotation, index=False)
+    else:
+        write_lines(annotation, annotation_lines(layout, entries), newline, final_newline)
+    if dataset == "flickr8k" and layout == "token":  # the authors' Flickr8k_text also holds a lemmatised copy
+        lemmatised = [line.lower() for line in annotation_lines(layout, entries)]
+        write_lines(root / "Flickr8k.lemma.token.txt", lemmatised, newline, final_newline)
+        for split, name in SPLIT_LISTS.items():
+            names = [entry["filename"] for entry in entries if entry["split"] == split]
+            write_lines(annotation.parent / name, names, newline, final_newline)
     return root
 
 
