@@ -67,14 +67,15 @@ def train(cfg: DictConfig) -> dict:
         result["history"] = str(history.path)
         log.info("Losses per epoch:\n" + history.table().to_string(index=False, float_format="%.4f"))
     log.info(f"Run directory:    {output_dir}")
-    log.info(f"Best checkpoint:  {result['best_checkpoint'] or 'none (no checkpoint monitors a metric)'}")
+    no_best = "nothing was validated" if best else "no checkpoint monitors a metric"
+    log.info(f"Best checkpoint:  {result['best_checkpoint'] or f'none ({no_best})'}")
     log.info(f"Last checkpoint:  {result['last_checkpoint']}")
     log.info(f"Loss history:     {result['history']}")
     log.info(f"TensorBoard logs: tensorboard --logdir {output_dir.parent}")
     evaluated = result["best_checkpoint"] or result["last_checkpoint"]
     if cfg.evaluate_after and evaluated:
         if not result["best_checkpoint"]:
-            log.warning(f"No checkpoint monitors a metric: evaluating the last one, {evaluated}")
+            log.warning(f"No best checkpoint ({no_best}): evaluating the last one, {evaluated}")
         result["evaluation"] = evaluate_checkpoint(
             evaluated,
             output_dir / "evaluation",

@@ -13,6 +13,10 @@ class DatasetFormatError(CaptioningError):
     """The annotations cannot be read in the requested or detected layout."""
 
 
+class EmptySplitError(CaptioningError):
+    """Training would start without a single usable training image."""
+
+
 class EncoderWeightsUnavailableError(CaptioningError):
     """The pre-trained encoder weights are neither cached nor downloadable."""
 

@@ -57,6 +57,7 @@ def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     [
         ("train.py", ["data=flickr30k", "data.root={tmp}/nowhere"], "does not exist. Point data.root"),
         ("train.py", ["data=flickr30k", "data.root={tmp}", "data.format=coco"], "Unknown data.format='coco'"),
+        ("train.py", ["data=flickr8k", "data.root={tmp}/one_image"], "The train split of"),  # its image is test's
         ("evaluate.py", ["ckpt={tmp}/missing.ckpt"], "does not exist: pass the path of a .ckpt"),
         ("caption.py", ["ckpt={tmp}/bad.ckpt", "image={tmp}"], "corrupted, truncated"),
         (  # raised inside Hydra's instantiate, which wraps it
@@ -72,6 +73,9 @@ def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_entry_points_fail_with_a_message_and_no_traceback(tmp_path, script, overrides, message):
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     Image.new("RGB", (32, 32)).save(tmp_path / "photo.png")
+    (tmp_path / "one_image" / "Images").mkdir(parents=True)  # a Kaggle captions.txt of a single image
+    Image.new("RGB", (32, 32)).save(tmp_path / "one_image" / "Images" / "photo.png")
+    (tmp_path / "one_image" / "captions.txt").write_text("image,caption\nphoto.png,a black square .\n")
     completed = run(script, *(o.format(tmp=tmp_path) for o in overrides), cwd=tmp_path)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 1, output[-2000:]

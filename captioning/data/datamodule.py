@@ -24,6 +24,7 @@ from captioning.data.datasets import (
 from captioning.data.feature_cache import build_feature_cache, feature_cache_path, unreadable_images
 from captioning.data.images import UNREADABLE_IMAGE_ERRORS, ImageFolderDataset, image_transform, load_image
 from captioning.data.readers import SPLITS, read_annotations
+from captioning.errors import EmptySplitError
 from captioning.vocabulary import Vocabulary, tokenize
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class CaptionDataModule(L.LightningDataModule):
             return self.captions
         self._generate_dataset()
         table = read_annotations(self.root, self.format)
+        self.skipped_images += table.skipped_images
         captions = table.captions
         exists = {image: (self.root / image).is_file() for image in captions["image"].unique()}
         missing = sorted(image for image, found in exists.items() if not found)
@@ -111,8 +113,32 @@ class CaptionDataModule(L.LightningDataModule):
             f"{self.root} ({table.format}): {captions['image'].nunique()} images, {len(captions)} captions; "
             + ", ".join(f"{split} {counts.get(split, 0)} images" for split in SPLITS)
         )
+        self._check_training_splits(captions)
         self.captions = captions
         return captions
+
+    def _check_training_splits(self, captions: pd.DataFrame) -> None:
+        """Refuse to train without a training image, and say what a run without validation images does;
+        `captions` are those left after the skipped images."""
+        if "train" not in self.splits:
+            return
+        images = captions.drop_duplicates("image")["split"].value_counts()
+        sizes = ", ".join(f"{split} {images.get(split, 0)}" for split in SPLITS) + " images"
+        if self.skipped_images:
+            sizes += f"; {len(self.skipped_images)} image(s) were skipped, see the warnings above"
+        if not images.get("train", 0):
+            raise EmptySplitError(
+                f"The train split of {self.root} has no usable image ({sizes}), so there is nothing to train on. "
+                "Annotations without a split of their own put one image in test and one in val (a tenth of the "
+                "images each, at most 1,000 and 1,014) before train gets any: give at least three images, or "
+                "a Karpathy JSON (or Flickr8k's *Images.txt lists) whose split has train images."
+            )
+        if "val" in self.splits and not images.get("val", 0):
+            log.warning(
+                f"The val split of {self.root} has no usable image ({sizes}): this run will not validate, so it "
+                "logs no val loss or BLEU-4 and writes no best.ckpt; last.ckpt is its model (evaluate_after "
+                "evaluates it). Give the split val images to validate."
+            )
 
     def _training_captions(self) -> pd.Series:
         captions = self.load_annotations()
@@ -224,6 +250,8 @@ class CaptionDataModule(L.LightningDataModule):
         encode = functools.partial(self.vocabulary.encode, max_length=self.max_caption_length)
         row_of = {image: row for row, image in enumerate(self.images)}
         captions = self._readable_captions()
+        if len(captions) < len(self.captions):
+            self._check_training_splits(captions)
         captions = captions[captions["split"].isin(self.splits)]
         captions = captions.assign(image_index=captions["image"].map(row_of))
         if "train" in self.splits:
@@ -245,11 +273,8 @@ class CaptionDataModule(L.LightningDataModule):
             )
 
     def _loader(self, split: str, batch_size: int, collate: CollatePairs, shuffle: bool) -> DataLoader:
-        dataset = self.datasets[split]
-        if len(dataset) == 0:
-            log.warning(f"The {split} split of {self.root} is empty.")
         return DataLoader(
-            dataset,
+            self.datasets[split],
             batch_size=batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
