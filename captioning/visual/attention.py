@@ -24,7 +24,8 @@ def upsample_attention(weights: torch.Tensor, size: tuple[int, int]) -> np.ndarr
 
 
 def attention_figure(image: Image.Image, words: list[str], attention: torch.Tensor, columns: int = 5) -> plt.Figure:
-    """The image, then one panel per word with its attention map (`attention` (words, R)) over the image."""
+    """The image, then one panel per word with its attention map (`attention` (words, R)) over the image, all
+    on one colour scale."""
     image = image.convert("RGB").resize((224, 224))
     panels = len(words) + 1
     rows = math.ceil(panels / columns)
@@ -33,9 +34,12 @@ def attention_figure(image: Image.Image, words: list[str], attention: torch.Tens
         axis.axis("off")
     axes.flat[0].imshow(image)
     axes.flat[0].set_title("image")
-    for axis, word, weights in zip(axes.flat[1:], words, attention):
+    maps = [upsample_attention(weights, image.size[::-1]) for weights in attention]
+    # One colour scale for every word (0 to the figure's strongest weight): panels compare, and a flat map looks flat.
+    highest = max((float(upsampled.max()) for upsampled in maps), default=1.0)
+    for axis, word, upsampled in zip(axes.flat[1:], words, maps):
         axis.imshow(image)
-        axis.imshow(upsample_attention(weights, image.size[::-1]), cmap="jet", alpha=0.5)
+        axis.imshow(upsampled, cmap="jet", alpha=0.5, vmin=0.0, vmax=highest)
         axis.set_title(word)
     figure.tight_layout()
     return figure
