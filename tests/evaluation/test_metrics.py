@@ -42,6 +42,7 @@ def reference_pipeline() -> dict[str, float]:
     return scores, truths, results
 
 
+@pytest.mark.slow  # starts Java
 @requires_java
 def test_tokenizer_matches_the_ptb_tokenizer():
     _, truths, results = reference_pipeline()
@@ -50,6 +51,7 @@ def test_tokenizer_matches_the_ptb_tokenizer():
         assert coco_tokenize(CANDIDATES[key]) == results[key][0]
 
 
+@pytest.mark.slow  # starts Java
 @requires_java
 def test_metrics_equal_pycocoevalcap():
     expected, _, _ = reference_pipeline()
@@ -60,6 +62,7 @@ def test_metrics_equal_pycocoevalcap():
     assert 0 < computed["bleu_4"] < computed["bleu_1"] < 1
 
 
+@pytest.mark.slow  # starts Java for METEOR, where it is installed
 def test_a_perfect_candidate_scores_one():
     computed = caption_metrics(
         {"1": "a red circle left of a blue square ."}, {"1": ["A red circle left of a blue square."]}
