@@ -50,7 +50,7 @@ class ValidationCaptions(L.Callback):
                 {p["image"]: " ".join(p["words"]) for p in predictions},
                 {p["image"]: list(p["references"]) for p in predictions},
             )
-            module.log("val/bleu4", score, prog_bar=True)  # every rank holds the same gathered figure
+            module.log("val/bleu4", score, prog_bar=True, sync_dist=True)  # the same gathered figure on every rank
         if trainer.is_global_zero and isinstance(trainer.logger, TensorBoardLogger):
             self._log_samples(trainer.logger, trainer.global_step)
 
