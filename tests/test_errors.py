@@ -81,3 +81,20 @@ def test_entry_points_fail_with_a_message_and_no_traceback(tmp_path, script, ove
     assert completed.returncode == 1, output[-2000:]
     assert message in output
     assert "Traceback" not in output
+
+
+def test_an_empty_file_a_picture_and_a_folder_passed_as_checkpoints_say_what_they_are(tmp_path):
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is empty"):
+        read_checkpoint(empty)
+    picture = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(picture)
+    with pytest.raises(CheckpointError, match="is not a checkpoint") as error:
+        read_checkpoint(picture)
+    assert "weights_only" not in str(error.value)  # never the advice to unpickle anyway
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"x": torch.zeros(1)}, run / "checkpoints" / "last.ckpt")
+    with pytest.raises(CheckpointError, match=r"is a folder: its \.ckpt files are checkpoints/last\.ckpt"):
+        read_checkpoint(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 from pathlib import Path
 
 import torch
@@ -19,16 +20,28 @@ _RETIRED_DATA_SETTINGS = ("encoder_weights", "encoder_random_init_seed")
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint with `weights_only=True`; any problem becomes a CheckpointError that says what to do."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(str(checkpoint.relative_to(path)) for checkpoint in path.rglob("*.ckpt"))[:10]
+        listed = f": its .ckpt files are {', '.join(found)}" if found else ", which holds no .ckpt file"
+        raise CheckpointError(f"Checkpoint {path} is a folder{listed}. Pass the path of one of them.")
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint {path} does not exist: pass the path of a .ckpt file of a run "
             "(outputs/<run>/checkpoints/last.ckpt or best.ckpt)."
         )
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"Checkpoint {path} is empty (0 bytes): it is corrupted or was never written.")
+    with path.open("rb") as file:
+        start = file.read(2)
+    if start != b"PK" and start[:1] != b"\x80":  # torch.save writes a zip file; old versions a pickle
+        raise CheckpointError(f"{path} is not a checkpoint: pass a .ckpt file written by train.py.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated files, foreign formats and pickled objects all end here
+        # torch's own message may advise weights_only=False, which would run the pickled code: not repeated.
+        reason = "it holds pickled objects" if isinstance(error, pickle.UnpicklingError) else type(error).__name__
         raise CheckpointError(
-            f"Cannot load checkpoint {path}: {str(error).splitlines()[0]}. It is corrupted, truncated or holds "
+            f"Cannot load checkpoint {path} ({reason}). It is corrupted, truncated or holds "
             "pickled objects, which are refused for safety; use a checkpoint written by train.py."
         ) from error
 
