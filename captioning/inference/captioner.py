@@ -43,7 +43,7 @@ def caption_images(checkpoint_path: str | Path, images: list[Path], beam_size: i
             continue
         [(words, attention)] = module.caption(module.encoder(pixels.unsqueeze(0)), beam_size)
         figure = save_attention_figure(
-            load_image(path), words, attention, output_dir / "attention" / f"{path.stem}.png"
+            load_image(path), words, attention, output_dir / "attention" / f"{path.name}.png"
         )
         caption = detokenize(words)
         results.append({"image": str(path), "caption": caption, "figure": str(figure)})

@@ -163,3 +163,15 @@ def test_metric_names_say_which_split_they_score(trained, tmp_path):
     events.Reload()
     assert {"eval_val/loss", "eval_val/loss_full", "eval_val/bleu_4"} <= set(events.Tags()["scalars"])
     assert not any(tag.startswith("test") for tag in events.Tags()["scalars"])
+
+
+def test_images_of_one_name_and_different_formats_keep_a_figure_each(trained, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for suffix in ("jpg", "png", "bmp"):
+        Image.new("RGB", (60, 40), (200, 30, 30)).save(folder / f"shape.{suffix}")
+    cfg = compose_config(
+        "caption", [f"ckpt={trained}", f"image={folder}", f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"]
+    )
+    figures = {result["figure"] for result in caption(cfg)}
+    assert len(figures) == 3 and all(Path(figure).is_file() for figure in figures)
