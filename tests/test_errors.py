@@ -59,7 +59,7 @@ def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
         ("train.py", ["data=flickr30k", "data.root={tmp}", "data.format=coco"], "Unknown data.format='coco'"),
         ("train.py", ["data=flickr8k", "data.root={tmp}/one_image"], "The train split of"),  # its image is test's
         ("evaluate.py", ["ckpt={tmp}/missing.ckpt"], "does not exist: pass the path of a .ckpt"),
-        ("caption.py", ["ckpt={tmp}/bad.ckpt", "image={tmp}"], "corrupted, truncated"),
+        ("caption.py", ["ckpt={tmp}/bad.ckpt", "image={tmp}"], "bad.ckpt is not a checkpoint"),
         (  # raised inside Hydra's instantiate, which wraps it
             "train.py",
             [
