@@ -28,14 +28,13 @@ class AdditiveAttention(nn.Module):
         """
         batch, regions, attention_dim = projected_features.shape
         queries = query.view(batch, -1, 1, attention_dim)  # (B, K, 1, A)
-        scores = self.score(torch.add(projected_features.unsqueeze(1), queries).tanh_()).squeeze(3)  # (B, K, R)
+        hidden_scores = torch.add(projected_features.unsqueeze(1), queries).tanh_()  # (B, K, R, A)
+        # score's single output as a matrix-vector product: its backward needs no matrix products of width 1
+        scores = torch.matmul(hidden_scores, self.score.weight.view(attention_dim)) + self.score.bias  # (B, K, R)
         return scores.softmax(dim=2).flatten(0, 1)  # (N, R)
 
-    def forward(
-        self, features: torch.Tensor, projected_features: torch.Tensor, query: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context vectors (N, D) and attention weights (N, R); N = K x B as in `weights`."""
-        weights = self.weights(projected_features, query)  # (N, R)
-        batch, regions, _ = features.shape
-        context = torch.bmm(weights.view(batch, -1, regions), features)  # (B, K, D)
-        return context.flatten(0, 1), weights  # (N, D), (N, R)
+    def read(self, regions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The weighted sum of the regions (B, R, C) under the attention `weights` (N, R): (N, C), where the
+        K adjacent rows of an image (N = K x B, as in `weights`) read its regions."""
+        batch, regions_count, _ = regions.shape
+        return torch.bmm(weights.view(batch, -1, regions_count), regions).flatten(0, 1)  # (N, C)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioning.model.attention import AdditiveAttention
-from captioning.model.recurrence import AttentionLSTMRecurrence
+from captioning.model.batched_linear import BatchedWeightLinear
 
 
 @dataclass
@@ -28,15 +30,6 @@ def _unpack(packed: torch.Tensor, positions: torch.Tensor, shape: torch.Size) ->
     return padded.view(*shape, -1)  # (B, T, C)
 
 
-def _hidden_products(
-    hidden: torch.Tensor, hidden_weights: tuple[torch.Tensor, torch.Tensor], attention_dim: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The stacked product of h (see `_hidden_weights`), split: attention query (N, A), context gate
-    pre-activation (N, 1) and the LSTM gates' share (N, 4H)."""
-    from_hidden = F.linear(hidden, *hidden_weights)  # (N, A + 1 + 4H)
-    return from_hidden.split([attention_dim, 1, from_hidden.size(1) - attention_dim - 1], dim=1)
-
-
 def _lstm_update(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """LSTM from its gate pre-activations (N, 4H), in the order input, forget, candidate, output."""
     input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
@@ -44,11 +37,15 @@ def _lstm_update(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor,
     return torch.sigmoid(output_gate) * torch.tanh(cell), cell  # (N, H), (N, H)
 
 
+Product = Callable[[torch.Tensor], torch.Tensor]
+
+
 class AttentionDecoder(nn.Module):
     """Show, Attend and Tell decoder: at each word, attend to the regions and feed the gated context to an LSTM.
 
     The LSTM is written out (one product per input) so that the word half of its input product, which does
-    not depend on the recurrence, is computed for all steps at once.
+    not depend on the recurrence, is computed for all steps at once. `_step` holds the equations of one
+    word; teacher forcing (packed or padded to fixed shapes) and generation all run it.
     """
 
     def __init__(
@@ -81,17 +78,25 @@ class AttentionDecoder(nn.Module):
         self.hidden_to_gates = nn.Linear(hidden_dim, 4 * hidden_dim, bias=False)
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_dim, vocab_size)
-        # Teacher forcing through AttentionLSTMRecurrence's hand-written backward pass; False leaves the same
-        # steps to autograd (the reference it is tested against).
-        self.fused_recurrence = True
+        self._compiled_step: Callable | None = None  # see `compile_step`
 
-    def _start(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.feature_norm(features.flatten(0, 1)).view_as(features)  # (B, R, D)
-        projected = self.attention.project_features(features)  # (B, R, A)
+    def compile_step(self) -> None:
+        """Run `padded_cross_entropy`'s steps through `torch.compile`: its kernels fuse each step's small
+        operations, forward and backward, at the cost of compiling one step once (seconds)."""
+        self._compiled_step = torch.compile(self._step, dynamic=False)
+
+    # --- the equations ---------------------------------------------------------------------------------------
+    def normalise(self, features: torch.Tensor) -> torch.Tensor:
+        """Standardised region features (B, R, D); in training, with the statistics of this batch."""
+        return self.feature_norm(features.flatten(0, 1)).view_as(features)
+
+    def _initial_state(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """From normalised features (B, R, D): their attention projection (B, R, A) and the LSTM's first
+        hidden state and cell (B, H), from the mean region."""
         mean_feature = features.mean(dim=1)  # (B, D)
         hidden = torch.tanh(self.init_hidden(mean_feature))  # (B, H)
         cell = torch.tanh(self.init_cell(mean_feature))  # (B, H)
-        return features, projected, hidden, cell
+        return self.attention.project_features(features), hidden, cell
 
     def _hidden_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The three products of the previous hidden state (attention query, context gate, LSTM gates)
@@ -103,22 +108,44 @@ class AttentionDecoder(nn.Module):
         bias = F.pad(self.context_gate.bias, (attention_dim, self.hidden_to_gates.out_features))
         return weight, bias
 
+    def _plain_hidden_product(self) -> Product:
+        """h @ `_hidden_weights`, with autograd's own gradients (generation needs none)."""
+        weight, bias = self._hidden_weights()
+        return functools.partial(F.linear, weight=weight, bias=bias)
+
     def _step(
         self,
         word_gates: torch.Tensor,
-        features: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
         projected: torch.Tensor,
-        hidden: torch.Tensor,
-        cell: torch.Tensor,
-        hidden_weights: tuple[torch.Tensor, torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One LSTM step from the word's share of the gates (B, 4H); returns hidden, cell, attention (B, R)."""
-        query, gate, hidden_gates = _hidden_products(hidden, hidden_weights, projected.size(2))
-        context, weights = self.attention(features, projected, query)  # (B, D), (B, R)
-        context = torch.sigmoid(gate) * context  # (B, D): the gated context of the paper
-        gates = torch.addmm(word_gates + hidden_gates, context, self.context_to_gates.weight.t())  # (B, 4H)
-        hidden, cell = _lstm_update(gates, cell)
-        return hidden, cell, weights
+        regions: torch.Tensor,
+        hidden_product: Product,
+        region_product: Product | None,
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """One word for N = B x K rows (K adjacent rows per image) from the word's share of the LSTM gates
+        (N, 4H): attend with the previous hidden state, gate the context, update the LSTM.
+
+        `hidden_product` multiplies h by `_hidden_weights`. The context is read from `regions` (B, R, C):
+        the features (C = D), then multiplied by the context's gate weights (`region_product`); or the
+        features already multiplied by them (C = 4H, `region_product` None), as generation does once per image.
+        Returns the new (hidden, cell) and the attention (N, R).
+        """
+        hidden, cell = state
+        attention_dim = projected.size(2)
+        query, gate, hidden_gates = hidden_product(hidden).split(
+            [attention_dim, 1, word_gates.size(1)], dim=1
+        )  # (N, A), (N, 1), (N, 4H)
+        weights = self.attention.weights(projected, query)  # (N, R)
+        context = self.attention.read(regions, weights)  # (N, C)
+        if region_product is not None:
+            context = region_product(context)  # (N, 4H)
+        gates = torch.addcmul(word_gates + hidden_gates, torch.sigmoid(gate), context)  # (N, 4H)
+        return _lstm_update(gates, cell), weights
+
+    # --- teacher forcing -------------------------------------------------------------------------------------
+    def _word_gates(self, captions: torch.Tensor) -> torch.Tensor:
+        """Every input word's share of the LSTM gates (B, T, 4H), bias included, for all steps at once."""
+        return self.word_to_gates(self.dropout(self.embedding(captions)))
 
     def _teacher_forced(
         self, features: torch.Tensor, captions: torch.Tensor
@@ -127,64 +154,35 @@ class AttentionDecoder(nn.Module):
         (B, T), and their flat positions (N,) in (B, T).
 
         Captions are processed longest first and each step only runs the captions still going, so that a
-        batch costs its real words, not B times the longest.
+        batch costs its real words, not B times the longest. Each weight of the step gets its gradient from
+        one product over all steps (`BatchedWeightLinear`).
         """
         batch, length = captions.shape
         lengths = (captions != self.pad_id).sum(dim=1)  # (B,)
         order = lengths.argsort(descending=True)
-        features, projected, hidden, cell = self._start(features[order])
-        word_gates = self.word_to_gates(self.dropout(self.embedding(captions[order])))  # (B, T, 4H)
+        features = self.normalise(features[order])  # (B, R, D)
+        projected, hidden, cell = self._initial_state(features)
+        word_gates = self._word_gates(captions[order])  # (B, T, 4H)
         steps = torch.arange(length, device=captions.device)
         running = lengths[order].unsqueeze(0) > steps.unsqueeze(1)  # (T, B)
         active_counts = [count for count in running.sum(dim=1).tolist() if count > 0]
-        hidden_weights = self._hidden_weights()
-        fused = self.fused_recurrence and not features.requires_grad  # it gives features no gradient
-        if not fused or torch.is_autocast_enabled(features.device.type):
-            hiddens, attention = self._recurrence_by_autograd(
-                word_gates, features, projected, hidden, cell, hidden_weights, active_counts
-            )
-        else:
-            hiddens, attention = AttentionLSTMRecurrence.apply(
-                word_gates,
-                features,
-                projected,
-                hidden,
-                cell,
-                *hidden_weights,
-                self.attention.score.weight,
-                self.attention.score.bias,
-                self.context_to_gates.weight,
-                active_counts,
-            )  # (N, H), (N, R)
-        step_of_word, rank_of_word = running.nonzero(as_tuple=True)  # step-major, as the packed rows
-        positions = order[rank_of_word] * length + step_of_word  # (N,)
-        return hiddens, attention, positions
-
-    def _recurrence_by_autograd(
-        self,
-        word_gates: torch.Tensor,
-        features: torch.Tensor,
-        projected: torch.Tensor,
-        hidden: torch.Tensor,
-        cell: torch.Tensor,
-        hidden_weights: tuple[torch.Tensor, torch.Tensor],
-        active_counts: list[int],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The recurrence of `AttentionLSTMRecurrence` written with `_step` and left to autograd: the
-        reference the fused version is tested against, and the path for autocast or trainable features."""
+        hidden_product = BatchedWeightLinear(*self._hidden_weights())
+        region_product = BatchedWeightLinear(self.context_to_gates.weight)
         hiddens, attention = [], []
         for step, active in enumerate(active_counts):
-            hidden, cell, weights = self._step(
+            (hidden, cell), weights = self._step(
                 word_gates[:active, step],
-                features[:active],
+                (hidden[:active], cell[:active]),
                 projected[:active],
-                hidden[:active],
-                cell[:active],
-                hidden_weights,
+                features[:active],
+                hidden_product,
+                region_product,
             )
             hiddens.append(hidden)
             attention.append(weights)
-        return torch.cat(hiddens), torch.cat(attention)  # (N, H), (N, R)
+        step_of_word, rank_of_word = running.nonzero(as_tuple=True)  # step-major, as the packed rows
+        positions = order[rank_of_word] * length + step_of_word  # (N,)
+        return torch.cat(hiddens), torch.cat(attention), positions  # (N, H), (N, R), (N,)
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: logits (B, T, V) of the word after each input word of `captions` (B, T), and
@@ -196,23 +194,57 @@ class AttentionDecoder(nn.Module):
 
     def cross_entropy(
         self, features: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, int, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean cross-entropy of the words `targets` (B, T) that follow the real (non-`<pad>`) words of
         `inputs` (B, T), computed only there (no output-layer product for padding); the number of words
-        scored; and the attention (B, T, R)."""
+        scored (a 0-d tensor); and the attention (B, T, R)."""
         hiddens, attention, positions = self._teacher_forced(features, inputs)
         word_targets = targets.flatten()[positions]  # (N,)
         logits = self.output(self.dropout(hiddens))  # (N, V)
         loss = F.cross_entropy(logits, word_targets, ignore_index=self.pad_id)
-        return loss, int((word_targets != self.pad_id).sum()), _unpack(attention, positions, inputs.shape)
+        return loss, (word_targets != self.pad_id).sum(), _unpack(attention, positions, inputs.shape)
 
+    def padded_cross_entropy(
+        self, normalised: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`cross_entropy` with fixed shapes and no synchronisation with the host, for a captured step: every
+        row of `inputs` (B, T) runs all T steps, and `<pad>` targets are masked out of the loss.
+
+        `normalised` (B, R, D) are features already through `normalise`: a batch padded with blank rows
+        (all-`<pad>` captions) must not count them in the normalisation's statistics.
+        """
+        projected, hidden, cell = self._initial_state(normalised)
+        word_gates = self._word_gates(inputs)  # (B, T, 4H)
+        step_function = self._compiled_step or self._step
+        if self._compiled_step is None:
+            hidden_product = BatchedWeightLinear(*self._hidden_weights())
+            region_product = BatchedWeightLinear(self.context_to_gates.weight)
+        else:  # products the compiler can see through (a tape of its own is opaque to it)
+            hidden_product = self._plain_hidden_product()
+            region_product = functools.partial(F.linear, weight=self.context_to_gates.weight)
+        hiddens, attention = [], []
+        for step in range(inputs.size(1)):
+            (hidden, cell), weights = step_function(
+                word_gates[:, step], (hidden, cell), projected, normalised, hidden_product, region_product
+            )
+            hiddens.append(hidden)
+            attention.append(weights)
+        logits = self.output(self.dropout(torch.stack(hiddens, dim=1)))  # (B, T, V)
+        scored = targets != self.pad_id  # (B, T)
+        words = scored.sum()
+        loss_sum = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=self.pad_id, reduction="sum")
+        attention = torch.stack(attention, dim=1) * (inputs != self.pad_id).unsqueeze(2)  # (B, T, R)
+        return loss_sum / words.clamp(min=1), words, attention
+
+    # --- generation ------------------------------------------------------------------------------------------
     def _start_generation(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """`_start`, plus each region's share of the LSTM gates, were it attended alone (B, R, 4H).
+        """`_initial_state`, plus each region's share of the LSTM gates, were it attended alone (B, R, 4H).
 
         context @ W_c.T = weights @ (features @ W_c.T): with K beams of some 20 words, one product per image
         replaces K x 20 products per image, and the (B, R, D) features are never read again.
         """
-        features, projected, hidden, cell = self._start(features)
+        features = self.normalise(features)
+        projected, hidden, cell = self._initial_state(features)
         region_gates = F.linear(features, self.context_to_gates.weight)  # (B, R, 4H)
         return region_gates, projected, hidden, cell
 
@@ -222,29 +254,24 @@ class AttentionDecoder(nn.Module):
         region_gates: torch.Tensor,
         projected: torch.Tensor,
         state: tuple[torch.Tensor, torch.Tensor],
-        hidden_weights: tuple[torch.Tensor, torch.Tensor],
+        hidden_product: Product,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """`_step` for N = B x K hypotheses (K adjacent rows per image) from their last tokens (N,):
-        logits of the next word (N, V), attention (N, R) and the new (hidden, cell)."""
-        hidden, cell = state
-        query, gate, hidden_gates = _hidden_products(hidden, hidden_weights, projected.size(2))
-        weights = self.attention.weights(projected, query)  # (N, R)
-        batch, regions, _ = region_gates.shape
-        attended = torch.bmm(weights.view(batch, -1, regions), region_gates).flatten(0, 1)  # (N, 4H)
-        gates = self.word_to_gates(self.embedding(tokens)).add_(hidden_gates).addcmul_(torch.sigmoid(gate), attended)
-        hidden, cell = _lstm_update(gates, cell)
-        return self.output(hidden), weights, (hidden, cell)  # (N, V), (N, R)
+        """`_step` from the last tokens (N,) of N = B x K hypotheses: logits of the next word (N, V),
+        attention (N, R) and the new (hidden, cell)."""
+        word_gates = self.word_to_gates(self.embedding(tokens))  # (N, 4H)
+        state, weights = self._step(word_gates, state, projected, region_gates, hidden_product, None)
+        return self.output(state[0]), weights, state  # (N, V), (N, R)
 
     @torch.no_grad()
     def greedy(self, features: torch.Tensor, max_length: int) -> Generation:
         """The most likely word at each step, for at most `max_length` words plus `<eos>`."""
         region_gates, projected, hidden, cell = self._start_generation(features)
-        state, hidden_weights = (hidden, cell), self._hidden_weights()
+        state, hidden_product = (hidden, cell), self._plain_hidden_product()
         tokens = torch.full((features.size(0),), self.bos_id, dtype=torch.long, device=features.device)
         finished = torch.zeros_like(tokens, dtype=torch.bool)
         generated, attention, log_probs = [], [], []
         for _ in range(max_length + 1):
-            logits, weights, state = self._generation_step(tokens, region_gates, projected, state, hidden_weights)
+            logits, weights, state = self._generation_step(tokens, region_gates, projected, state, hidden_product)
             tokens = logits.argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
             chosen = logits.log_softmax(dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
             generated.append(tokens)
@@ -267,7 +294,7 @@ class AttentionDecoder(nn.Module):
         """
         batch_size, beams = features.size(0), beam_size
         region_gates, projected, hidden, cell = self._start_generation(features)  # beams share them
-        hidden_weights = self._hidden_weights()
+        hidden_product = self._plain_hidden_product()
         state = (hidden.repeat_interleave(beams, dim=0), cell.repeat_interleave(beams, dim=0))  # (B*K, H)
         device = features.device
         scores = torch.full((batch_size * beams, 1), float("-inf"), device=device)
@@ -282,7 +309,7 @@ class AttentionDecoder(nn.Module):
         attention = torch.empty((batch_size * beams, 0, projected.size(1)), device=device)  # (B*K, L, R)
         word_log_probs = torch.empty((batch_size * beams, 0), device=device)  # (B*K, L)
         for _ in range(max_length + 1):
-            logits, weights, state = self._generation_step(tokens, region_gates, projected, state, hidden_weights)
+            logits, weights, state = self._generation_step(tokens, region_gates, projected, state, hidden_product)
             log_probs = torch.where(finished.unsqueeze(1), finished_row, logits.log_softmax(dim=1))  # (B*K, V)
             candidates = log_probs + scores  # (B*K, V): score of each continuation
             scores, flat_index = candidates.view(batch_size, -1).topk(beams, dim=1)  # (B, K) over K x V each

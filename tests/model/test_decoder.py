@@ -1,6 +1,8 @@
 import torch
+import torch.nn.functional as F
 
 from captioning.model.decoder import AttentionDecoder
+from captioning.model.tutorial import tutorial_forward
 
 
 def small_decoder(vocab_size: int = 20, feature_dim: int = 32) -> AttentionDecoder:
@@ -128,13 +130,11 @@ def test_decoder_overfits_a_handful_of_captions():
 
 
 def test_fast_path_loss_equals_the_per_step_reference_loop():
-    from benchmarks.train_step import reference_forward
-
     decoder = small_decoder(vocab_size=30).eval()
     features = torch.randn(4, 49, 32) * 100
     captions = torch.randint(3, 30, (4, 9))
     fast, _ = decoder(features, captions)
-    reference = reference_forward(decoder, features, captions)
+    reference = tutorial_forward(decoder, features, captions)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
 
 
@@ -142,7 +142,7 @@ def test_generation_step_shares_each_images_features_with_its_adjacent_beams():
     decoder = small_decoder().double().eval()
     images, beams = 3, 4
     features = torch.randn(images, 9, 32, dtype=torch.float64) * 10
-    hidden_weights = decoder._hidden_weights()
+    hidden_product = decoder._plain_hidden_product()
     with torch.no_grad():
         region_gates, projected, hidden, cell = decoder._start_generation(features)  # (B, R, 4H), (B, R, A)
     # Every beam its own hypothesis: its image's initial state, moved apart, and its own last word.
@@ -153,7 +153,7 @@ def test_generation_step_shares_each_images_features_with_its_adjacent_beams():
     def step(region_gates: torch.Tensor, projected: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
             logits, attention, (new_hidden, new_cell) = decoder._generation_step(
-                tokens, region_gates, projected, (hidden, cell), hidden_weights
+                tokens, region_gates, projected, (hidden, cell), hidden_product
             )
         return logits, attention, new_hidden, new_cell
 
@@ -166,29 +166,66 @@ def test_generation_step_shares_each_images_features_with_its_adjacent_beams():
     assert not torch.allclose(tiled[0], copied[0], rtol=1e-3, atol=1e-3)
 
 
-def test_hand_written_backward_equals_autograd_on_captions_of_different_lengths():
+def captions_of_different_lengths(rows: int, length: int, lengths: list[int], vocab_size: int = 30) -> torch.Tensor:
+    """Input captions (rows, length): `<bos>` and random words up to each of `lengths`, then `<pad>`."""
+    inputs = torch.randint(3, vocab_size, (rows, length))
+    inputs[:, 0] = 1  # <bos>
+    for row, caption_length in enumerate(lengths):
+        inputs[row, caption_length:] = 0
+    return inputs
+
+
+def gradients(decoder: AttentionDecoder) -> dict[str, torch.Tensor]:
+    return {name: parameter.grad.clone() for name, parameter in decoder.named_parameters()}
+
+
+def test_batched_weight_gradients_equal_the_plain_loops_on_captions_of_different_lengths():
     decoder = small_decoder(vocab_size=30).double()
     features = torch.randn(5, 7, 32, dtype=torch.float64) * 10
-    inputs = torch.randint(3, 30, (5, 9))
-    inputs[:, 0] = decoder.bos_id
-    for row, length in enumerate([9, 4, 7, 1, 4]):  # unsorted, with ties and a lone <bos>
-        inputs[row, length:] = decoder.pad_id
-    targets = torch.randint(3, 30, (5, 9))
+    inputs = captions_of_different_lengths(5, 9, [9, 4, 7, 1, 4])  # unsorted, with ties and a lone <bos>
+    targets = torch.randint(3, 30, (5, 9)).masked_fill(inputs == decoder.pad_id, decoder.pad_id)
 
-    def loss_and_gradients(fused: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        decoder.fused_recurrence = fused
-        decoder.zero_grad()
-        loss, words, attention = decoder.cross_entropy(features, inputs, targets)
-        assert words == 9 + 4 + 7 + 1 + 4
-        (loss + (attention**2).sum()).backward()  # attention has a gradient of its own too
-        return loss.detach(), {name: parameter.grad.clone() for name, parameter in decoder.named_parameters()}
+    decoder.zero_grad()
+    loss, words, _ = decoder.cross_entropy(features, inputs, targets)
+    assert words == 9 + 4 + 7 + 1 + 4
+    loss.backward()
+    packed_loss, packed_gradients = loss.detach(), gradients(decoder)
 
-    fused_loss, fused_gradients = loss_and_gradients(True)
-    autograd_loss, autograd_gradients = loss_and_gradients(False)
-    torch.testing.assert_close(fused_loss, autograd_loss, rtol=1e-12, atol=0)
-    for name, gradient in autograd_gradients.items():
+    decoder.zero_grad()
+    logits = tutorial_forward(decoder, features, inputs)  # every step for every caption, plain autograd
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=decoder.pad_id)
+    loss.backward()
+    torch.testing.assert_close(packed_loss, loss.detach(), rtol=1e-12, atol=0)
+    for name, gradient in gradients(decoder).items():
         assert gradient.abs().max() > 0 or name == "attention.score.bias", name  # softmax ignores that bias
-        torch.testing.assert_close(fused_gradients[name], gradient, rtol=1e-10, atol=1e-12, msg=name)
+        torch.testing.assert_close(packed_gradients[name], gradient, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_padded_fixed_shape_path_equals_the_packed_path_with_a_partial_batch():
+    decoder = small_decoder(vocab_size=30).double()
+    features = torch.randn(5, 7, 32, dtype=torch.float64) * 10
+    inputs = captions_of_different_lengths(5, 9, [9, 4, 7, 1, 4])
+    targets = torch.randint(3, 30, (5, 9)).masked_fill(inputs == decoder.pad_id, decoder.pad_id)
+
+    def loss_and_gradients(loss_function) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        decoder.zero_grad()
+        loss, words, attention = loss_function()
+        (loss + (attention**2).sum()).backward()  # the attention has a gradient of its own too
+        return loss.detach(), attention.detach(), gradients(decoder)
+
+    packed = loss_and_gradients(lambda: decoder.cross_entropy(features, inputs, targets))
+    # Fixed shapes: 12 captions long, and 3 blank rows make a batch of 8, as the last batch of an epoch.
+    # The features are normalised before the blank rows join, as the training step does.
+    normalised = F.pad(decoder.normalise(features), (0, 0, 0, 0, 0, 3))  # (8, 7, 32)
+    padded_inputs = F.pad(inputs, (0, 3, 0, 3), value=decoder.pad_id)  # (8, 12)
+    padded_targets = F.pad(targets, (0, 3, 0, 3), value=decoder.pad_id)
+    padded = loss_and_gradients(lambda: decoder.padded_cross_entropy(normalised, padded_inputs, padded_targets))
+
+    torch.testing.assert_close(padded[0], packed[0], rtol=1e-12, atol=0)
+    torch.testing.assert_close(padded[1][:5, :9], packed[1], rtol=1e-12, atol=1e-15)
+    assert (padded[1][5:] == 0).all() and (padded[1][:, 9:] == 0).all()  # nothing attended for padding
+    for name, gradient in packed[2].items():
+        torch.testing.assert_close(padded[2][name], gradient, rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_beam_search_stops_once_the_best_hypothesis_of_every_image_has_ended():
