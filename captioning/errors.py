@@ -23,3 +23,7 @@ class EncoderWeightsUnavailableError(CaptioningError):
 
 class CheckpointError(CaptioningError):
     """A checkpoint is missing, unreadable or does not fit the run."""
+
+
+class ConfigError(CaptioningError):
+    """A configuration value that cannot work."""

@@ -27,7 +27,7 @@ def test_defaults_are_the_reference_configuration(tmp_path):
     assert (default.model.embed_dim, default.model.hidden_dim) == (256, 256)
     assert default.model.optimizer._target_ == "torch.optim.Adam" and default.model.optimizer.lr == 1e-3
     assert (default.model.scheduler.step_size, default.model.scheduler.gamma) == (10, 0.5)
-    assert (default.data.batch_size, default.trainer.max_epochs, default.trainer.gradient_clip_val) == (32, 30, 5.0)
+    assert (default.data.batch_size, default.trainer.max_epochs, default.model.gradient_clip_norm) == (32, 30, 5.0)
     assert default.model.encoder.weights is None  # built-in data: offline
     assert flickr.model.encoder.weights == "IMAGENET1K_V1" and flickr.data.min_word_frequency == 5
     assert "encoder_weights" not in flickr.data  # the encoder is configured once, under model.encoder

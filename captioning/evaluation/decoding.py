@@ -76,6 +76,7 @@ def caption_loss(
         )
         features = module.region_features({dataset.source.batch_key: features.to(module.device)})
         loss, count, _ = module.caption_loss(features, captions.to(module.device))
+        count = int(count)
         total += loss.item() * count
         words += count
     return total / max(words, 1)

@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
-from captioning.errors import CheckpointError
+from captioning.errors import CheckpointError, ConfigError
+from captioning.model.cuda_graph import GraphedStep
 from captioning.model.decoder import AttentionDecoder, Generation
 from captioning.model.encoder import ResNet50Encoder, encoder_identity
 from captioning.vocabulary import Vocabulary
@@ -19,6 +21,9 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 # The reference schedule, for a module built without a config (the configs give the same as `_partial_` targets).
 REFERENCE_OPTIMIZER: OptimizerFactory = functools.partial(torch.optim.Adam, lr=1e-3)
 REFERENCE_SCHEDULER: SchedulerFactory = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=10, gamma=0.5)
+# How a training batch is computed: captions packed (each step runs only the captions still going), padded
+# to fixed shapes, or padded and replayed from a CUDA graph; `auto` is the graph on one GPU, packed elsewhere.
+TRAIN_STEPS = ("auto", "packed", "padded", "graph")
 
 
 class CaptioningModule(L.LightningModule):
@@ -39,8 +44,16 @@ class CaptioningModule(L.LightningModule):
         max_caption_length: int = 20,
         optimizer: OptimizerFactory = REFERENCE_OPTIMIZER,
         scheduler: SchedulerFactory | None = REFERENCE_SCHEDULER,
+        gradient_clip_norm: float | None = 5.0,
+        train_step: str = "auto",
+        compile_step: bool = False,
     ) -> None:
         super().__init__()
+        if train_step not in TRAIN_STEPS:
+            choices = ", ".join(TRAIN_STEPS)
+            raise ConfigError(f"model.train_step={train_step} is not one of {choices}: e.g. model.train_step=auto")
+        # The step is written out (forward, backward, clipping, optimizer) so that a CUDA graph can hold most of it.
+        self.automatic_optimization = False
         # The optimizer and scheduler are callables: the run's config records them, checkpoints do not.
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
         self.encoder = encoder
@@ -58,6 +71,8 @@ class CaptioningModule(L.LightningModule):
             self.vocabulary.bos_id,
             self.vocabulary.eos_id,
         )
+        if compile_step:
+            self.decoder.compile_step()
 
     # --- checkpoints without the frozen encoder ----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -85,22 +100,31 @@ class CaptioningModule(L.LightningModule):
     def region_features(self, batch: dict) -> torch.Tensor:
         """Cached features of the batch, or the frozen encoder's features of its images."""
         if "features" in batch:
-            return batch["features"]  # (B, R, D)
+            return batch["features"].float()  # (B, R, D), read from the cache as float16
         with torch.no_grad():
             return self.encoder(batch["images"])  # (B, R, D)
 
-    def caption_loss(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+    def caption_loss(
+        self, features: torch.Tensor, captions: torch.Tensor, padded: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean cross-entropy per word of `captions` (N, T) (`<bos>` ... `<eos>`), ignoring `<pad>`; the number
-        of words scored; and the doubly stochastic attention penalty, already times its lambda (0 if off)."""
+        of words scored (0-d); and the doubly stochastic attention penalty, already times its lambda (0 if off).
+
+        `padded`: fixed shapes (`AttentionDecoder.padded_cross_entropy`) for normalised `features`, where blank
+        rows (all `<pad>`) may fill the batch; they count in neither term.
+        """
         pad_id = self.vocabulary.pad_id
         inputs, targets = captions[:, :-1], captions[:, 1:]  # (N, T-1)
         inputs = inputs.masked_fill(inputs == self.vocabulary.eos_id, pad_id)  # nothing follows <eos>
-        cross_entropy, words, attention = self.decoder.cross_entropy(features, inputs, targets)  # (N, T-1, R)
+        loss_function = self.decoder.padded_cross_entropy if padded else self.decoder.cross_entropy
+        cross_entropy, words, attention = loss_function(features, inputs, targets)  # (N, T-1, R)
         penalty = torch.zeros((), device=features.device)
         if self.hparams.attention_reg > 0:
             mask = (targets != pad_id).unsqueeze(2).to(attention.dtype)  # (N, T-1, 1)
             coverage = (attention * mask).sum(dim=1)  # (N, R): total attention each region got
-            penalty = self.hparams.attention_reg * ((1.0 - coverage) ** 2).mean()
+            captioned = mask[:, 0]  # (N, 1): 0 for a blank row
+            squares = ((1.0 - coverage) ** 2 * captioned).sum()
+            penalty = self.hparams.attention_reg * squares / (captioned.sum() * coverage.size(1)).clamp(min=1)
         return cross_entropy, words, penalty
 
     def generate(self, features: torch.Tensor, beam_size: int = 1) -> Generation:
@@ -118,12 +142,72 @@ class CaptioningModule(L.LightningModule):
         return captions
 
     # --- steps ----------------------------------------------------------------------------------------------
+    def _train_step_kind(self, features: torch.Tensor) -> str:
+        kind = self.hparams.get("train_step", "auto")
+        if kind == "auto":
+            one_device = self._trainer is None or self.trainer.world_size == 1
+            return "graph" if features.is_cuda and one_device else "packed"
+        if kind == "graph" and not features.is_cuda:
+            raise ConfigError("model.train_step=graph needs a CUDA device: use model.train_step=auto on this machine.")
+        return kind
+
+    def learn(
+        self, features: torch.Tensor, captions: torch.Tensor, padded: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward, backward and gradient clipping of one batch: the part of a step a CUDA graph can hold.
+        Returns the cross-entropy, the number of words and the penalty, detached."""
+        cross_entropy, words, penalty = self.caption_loss(features, captions, padded)
+        loss = cross_entropy + penalty
+        self.manual_backward(loss) if self._trainer is not None else loss.backward()
+        if self.hparams.get("gradient_clip_norm"):
+            torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), self.hparams.gradient_clip_norm)
+        return cross_entropy.detach(), words, penalty.detach()
+
+    def compute_gradients(
+        self, features: torch.Tensor, captions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`learn` on a batch of features (B, R, D) and captions (B, T) by the configured path, leaving the
+        gradients in `.grad` for the optimizer. The padded paths pad to `max_caption_length` words and to the
+        number of captions of the first batch, so that the last, partial batch keeps the same shapes."""
+        kind = self._train_step_kind(features)
+        if kind == "packed":
+            self.decoder.zero_grad(set_to_none=True)
+            return self.learn(features, captions, padded=False)
+        rows, length = len(captions), self.hparams.max_caption_length + 2  # <bos> words <eos>
+        if captions.size(1) > length:
+            raise ValueError(f"Captions of {captions.size(1)} tokens exceed max_caption_length + 2 = {length}")
+        self._padded_rows = max(getattr(self, "_padded_rows", rows), rows)
+        blank_rows = self._padded_rows - rows
+        # Normalised before the blank rows join, so that they do not count in the normalisation's statistics.
+        features = F.pad(self.decoder.normalise(features), (0, 0, 0, 0, 0, blank_rows))
+        captions = F.pad(captions, (0, length - captions.size(1), 0, blank_rows), value=self.vocabulary.pad_id)
+        if kind == "padded":
+            self.decoder.zero_grad(set_to_none=True)
+            return self.learn(features, captions, padded=True)
+        graphs = self.__dict__.setdefault("_graphs", {})  # one per shape: not a module attribute, not saved
+        key = (tuple(features.shape), features.dtype, torch.is_autocast_enabled("cuda"))
+        if key not in graphs:
+            graphs[key] = GraphedStep(functools.partial(self.learn, padded=True), self.decoder.parameters())
+        return graphs[key](features, captions)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        cross_entropy, words, penalty = self.caption_loss(self.region_features(batch), batch["captions"])
-        self.log("train/loss", cross_entropy, on_step=True, on_epoch=True, prog_bar=True, batch_size=words)
+        optimizer = self.optimizers()
+        features = self.region_features(batch)
+        cross_entropy, _, penalty = self.compute_gradients(features, batch["captions"])
+        optimizer.step()
+        # Weighted by captions, not words: the word count would cost a wait for the GPU at every step.
+        captions = len(batch["captions"])
+        self.log("train/loss", cross_entropy, on_step=True, on_epoch=True, prog_bar=True, batch_size=captions)
         if self.hparams.attention_reg > 0:
-            self.log("train/attention_penalty", penalty, on_step=False, on_epoch=True, batch_size=words)
+            self.log("train/attention_penalty", penalty, on_step=False, on_epoch=True, batch_size=captions)
         return cross_entropy + penalty
+
+    def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers()
+        # Once per epoch: a run resumed from this epoch's end (the checkpoint is written after this hook) must
+        # not step it again.
+        if scheduler is not None and scheduler.last_epoch <= self.current_epoch:
+            scheduler.step()
 
     def _reference_loss(self, batch: dict, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss over every reference caption of the batch's images (B, references, T)."""
@@ -132,7 +216,7 @@ class CaptioningModule(L.LightningModule):
         present = captions[:, :, 0] != self.vocabulary.pad_id  # (B, refs)
         image_of_caption = torch.arange(len(captions), device=captions.device).unsqueeze(1).expand_as(present)
         loss, words, _ = self.caption_loss(features[image_of_caption[present]], captions[present])
-        self.log(name, loss, on_epoch=True, prog_bar=True, batch_size=words, sync_dist=True)
+        self.log(name, loss, on_epoch=True, prog_bar=True, batch_size=int(words), sync_dist=True)
         return loss, features
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict:
@@ -144,11 +228,14 @@ class CaptioningModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         options = {}
-        # Fused Adam(W) is the fastest, but Lightning's mixed-precision plugins refuse to clip its gradients.
-        mixed_precision = self._trainer is not None and "mixed" in str(self.trainer.precision)
+        if self._trainer is not None and str(self.trainer.precision) == "16-mixed":
+            raise ConfigError(
+                "trainer.precision=16-mixed is not supported: its loss scaling would need the gradients unscaled "
+                "before clipping. Use trainer.precision=bf16-mixed (as trainer=gpu does) or 32-true."
+            )
         chosen = getattr(self.optimizer_factory, "keywords", {})
         if "fused" in inspect.signature(self.optimizer_factory).parameters and "fused" not in chosen:
-            options["fused"] = not mixed_precision
+            options["fused"] = True  # one kernel per step for all the weights
         optimizer = self.optimizer_factory(self.decoder.parameters(), **options)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
