@@ -42,7 +42,8 @@ class CachedFeatures:
             self._file_descriptor = os.open(self.path, os.O_RDONLY)
         raw = os.pread(self._file_descriptor, self.row_bytes, self.data_offset + image_index * self.row_bytes)
         row = np.frombuffer(raw, dtype=self.dtype).reshape(self.row_shape)
-        return torch.from_numpy(row.astype(np.float32))  # (R, D)
+        # As stored (float16): half the bytes to collate and copy to a GPU; the model takes them as float32.
+        return torch.from_numpy(row.copy())  # (R, D)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_file_descriptor": None}  # each worker process opens its own

@@ -40,7 +40,7 @@ def test_a_datamodule_of_one_split_encodes_and_serves_only_that_split(shapes_roo
     images = ImageFolderDataset([Path(path) for path in batch["image_paths"]], datamodule.transform)
     with torch.no_grad():
         expected = datamodule.encoder(torch.stack([images[k][0] for k in range(2)]))  # each row is its image's
-    torch.testing.assert_close(batch["features"], expected, rtol=2e-3, atol=1e-2)
+    torch.testing.assert_close(batch["features"].float(), expected, rtol=2e-3, atol=1e-2)
     assert datamodule.vocabulary is not None and len(datamodule.vocabulary) > 4  # from the training captions
 
 
