@@ -1,6 +1,6 @@
 """Feature-cache building speed: JPEG decoding in DataLoader workers + batched ResNet-50 in inference mode.
 
-python benchmarks/encoder.py --images 256 --batch-size 32 --workers 2 [--no-channels-last]
+python benchmarks/encoder.py --images 256 --batch-size 32 --workers 2 [--device cuda] [--no-channels-last]
 
 Writes --images synthetic JPEGs of Flickr30k's usual size (500x375) into a temporary folder and builds a
 feature cache of them exactly as training does (random encoder weights: the cost is the same).
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--height", type=int, default=375)
+    parser.add_argument("--device", default="cpu", help="where the ResNet-50 runs (cuda on a GPU machine)")
     parser.add_argument("--no-channels-last", action="store_true", help="compare with the default memory layout")
     args = parser.parse_args()
 
@@ -54,6 +55,7 @@ def main() -> None:
             {},
             args.batch_size,
             args.workers,
+            device=args.device,
             channels_last=not args.no_channels_last,
         )
         seconds = time.perf_counter() - start

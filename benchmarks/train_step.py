@@ -1,15 +1,12 @@
-"""Training-step throughput of the decoder on cached features: forward + backward + Adam step.
+"""Training-step throughput of the decoder on cached features: forward + backward + clipping + Adam.
 
-python benchmarks/train_step.py --batch-size 32 --vocab-size 7500 --caption-len 20 [--reference] [--profile]
+python benchmarks/train_step.py [--device cuda] [--precision 32|bf16] [--batch-size 32] [--step auto] [--reference]
 
-Times the training path of the LightningModule (`AttentionDecoder.cross_entropy`). Prints captions per
-second and the useful GFLOP/s (the matrix products the model needs, counted once per caption) against this
-machine's measured fp32 matrix-product rate. `--reference` also times the same model with its recurrence
-left to autograd, and a straightforward per-step loop (as the well-known tutorial writes it: the region
-features re-projected at every step, the word and output products inside the loop), and checks that all
-three give the same loss on the same weights. `--profile` reports the time the step spends in matrix
-products alone, and the roofline fraction that time alone would give: the bound on what removing every
-other cost could reach.
+Times `CaptioningModule.compute_gradients` and the optimizer step, as `train.py` runs them, by the path of
+`--step` (auto: a CUDA graph of the fixed-shape step on a GPU, packed captions on the CPU). Prints one JSON
+line: captions per second, and the useful GFLOP/s (the matrix products the model needs, counted once per
+caption). `--reference` also times the tutorial's plain per-step loop (`captioning.model.tutorial`) in the
+same run and precision, reports the speed-up over it, and checks that the paths give the same loss.
 """
 
 from __future__ import annotations
@@ -21,36 +18,26 @@ if not __package__:  # run as a file (python benchmarks/x.py): make `benchmarks`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import contextlib
 import time
 
 import torch
 import torch.nn.functional as F
 
 from benchmarks.common import gemm_gflops, report
-from captioning.model.decoder import AttentionDecoder
+from captioning.model.lightning_module import CaptioningModule
+from captioning.model.tutorial import tutorial_forward
+from captioning.vocabulary import SPECIAL_TOKENS
 
 
-def reference_forward(decoder: AttentionDecoder, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-    """The same model computed step by step, nothing hoisted out of the time loop: logits (B, T, V)."""
-    features = decoder.feature_norm(features.flatten(0, 1)).view_as(features)  # (B, R, D)
-    mean_feature = features.mean(dim=1)
-    hidden = torch.tanh(decoder.init_hidden(mean_feature))
-    cell = torch.tanh(decoder.init_cell(mean_feature))
-    attention = decoder.attention
-    logits = []
-    for step in range(captions.size(1)):
-        projected = attention.feature_projection(features)  # (B, R, A), again at every step
-        scores = attention.score(torch.tanh(projected + attention.hidden_projection(hidden).unsqueeze(1)))  # (B,R,1)
-        weights = scores.squeeze(2).softmax(dim=1)  # (B, R)
-        context = torch.bmm(weights.unsqueeze(1), features).squeeze(1)  # (B, D)
-        context = torch.sigmoid(decoder.context_gate(hidden)) * context
-        word = decoder.dropout(decoder.embedding(captions[:, step]))  # (B, E)
-        gates = decoder.word_to_gates(word) + decoder.context_to_gates(context) + decoder.hidden_to_gates(hidden)
-        input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
-        cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
-        hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
-        logits.append(decoder.output(decoder.dropout(hidden)))  # (B, V), one step at a time
-    return torch.stack(logits, dim=1)
+class CachedFeaturesOnly(torch.nn.Module):
+    """Stands in for the frozen encoder: the benchmark feeds cached features."""
+
+    weights, random_init_seed = None, 0
+
+    def __init__(self, feature_dim: int) -> None:
+        super().__init__()
+        self.feature_dim = feature_dim
 
 
 def useful_flops_per_caption(
@@ -69,30 +56,28 @@ def useful_flops_per_caption(
     return 3 * 2 * (once + steps * per_step)
 
 
-MATRIX_PRODUCTS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::addmv_", "aten::mv"}
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def matrix_product_milliseconds(step, repeats: int) -> float:
-    """Time per step spent inside matrix products (profiler self time): what the step costs at the least,
-    with everything else (elementwise work, Python, autograd) taken away."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
-        for _ in range(repeats):
-            step()
-    events = profiler.key_averages()
-    return sum(event.self_cpu_time_total for event in events if event.key in MATRIX_PRODUCTS) / repeats / 1e3
-
-
-def time_training(step, repeats: int, warmup: int) -> float:
+def time_steps(step, repeats: int, warmup: int, device: torch.device) -> float:
+    """Seconds per call of `step`, after `warmup` calls (which include any capture or compilation)."""
     for _ in range(warmup):
         step()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         step()
+    synchronize(device)
     return (time.perf_counter() - start) / repeats
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="bf16: autocast, as bf16-mixed")
+    parser.add_argument("--step", choices=["auto", "packed", "padded", "graph"], default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--vocab-size", type=int, default=7500)
     parser.add_argument("--caption-len", type=int, default=20, help="words per caption (+ <eos>)")
@@ -101,39 +86,54 @@ def main() -> None:
     parser.add_argument("--attention-dim", type=int, default=256)
     parser.add_argument("--regions", type=int, default=49)
     parser.add_argument("--feature-dim", type=int, default=2048)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--reference", action="store_true", help="also time the autograd and per-step loops")
-    parser.add_argument(
-        "--profile", action="store_true", help="also report the time spent in matrix products (torch profiler)"
-    )
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps (default: 200 on a GPU, 10 on CPU)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--reference", action="store_true", help="also time the tutorial's per-step loop")
+    parser.add_argument("--compile", action="store_true", help="model.compile_step=true: torch.compile each step")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    repeats = args.repeats or (200 if device.type == "cuda" else 10)
 
     torch.manual_seed(0)
-    decoder = AttentionDecoder(
-        args.vocab_size, args.feature_dim, args.embed_dim, args.hidden_dim, args.attention_dim, dropout=0.5
-    )
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-3, fused=True)  # as the LightningModule
-    features = torch.randn(args.batch_size, args.regions, args.feature_dim).half().float() * 30
-    captions = torch.randint(4, args.vocab_size, (args.batch_size, args.caption_len + 2))
-    captions[:, 0], captions[:, -1] = decoder.bos_id, decoder.eos_id
-    inputs, targets = captions[:, :-1], captions[:, 1:]
+    vocabulary = [*SPECIAL_TOKENS, *(f"word{index}" for index in range(args.vocab_size - len(SPECIAL_TOKENS)))]
+    module = CaptioningModule(
+        CachedFeaturesOnly(args.feature_dim),
+        vocabulary,
+        args.embed_dim,
+        args.hidden_dim,
+        args.attention_dim,
+        max_caption_length=args.caption_len,
+        train_step=args.step,
+        compile_step=args.compile,
+    ).to(device)
+    optimizer = module.configure_optimizers()["optimizer"]  # fused Adam, as in training
+    features = (torch.randn(args.batch_size, args.regions, args.feature_dim) * 30).half().float().to(device)
+    captions = torch.randint(len(SPECIAL_TOKENS), args.vocab_size, (args.batch_size, args.caption_len + 2))
+    captions[:, 0], captions[:, -1] = module.vocabulary.bos_id, module.vocabulary.eos_id
+    captions = captions.to(device)
+    bf16 = args.precision == "bf16"
 
-    def step(forward) -> None:
-        loss = forward(decoder, features, inputs)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+    def autocast():
+        if not bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)  # as Lightning's bf16-mixed
+
+    def project_step() -> None:
+        with autocast():
+            module.compute_gradients(features, captions)
         optimizer.step()
 
-    def fast_loss(model, feats, caps):
-        return model.cross_entropy(feats, caps, targets)[0]
-
-    def reference_loss(model, feats, caps):
-        logits = reference_forward(model, feats, caps)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=model.pad_id)
+    def tutorial_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            logits = tutorial_forward(module.decoder, features, captions[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), captions[:, 1:].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.decoder.parameters(), 5.0)
+        optimizer.step()
 
     flops = useful_flops_per_caption(
-        inputs.size(1),
+        args.caption_len + 1,
         args.regions,
         args.feature_dim,
         args.embed_dim,
@@ -141,40 +141,34 @@ def main() -> None:
         args.attention_dim,
         args.vocab_size,
     )
-    gemm = gemm_gflops()
-    seconds = time_training(lambda: step(fast_loss), args.repeats, args.warmup)
+    start = time.perf_counter()
+    project_step()  # the first step: any compilation
+    synchronize(device)
+    first_step_seconds = time.perf_counter() - start
+    seconds = time_steps(project_step, repeats, args.warmup, device)
     figures = {
+        "step": module._train_step_kind(features),
+        "first_step_s": first_step_seconds,
         "captions_per_s": args.batch_size / seconds,
         "step_ms": seconds * 1e3,
-        "useful_gflop_per_caption": flops / 1e9,
         "useful_gflops": flops * args.batch_size / seconds / 1e9,
-        "gemm_gflops": gemm,
-        "roofline_fraction": flops * args.batch_size / seconds / 1e9 / gemm,
     }
-    if args.profile:
-        product_ms = matrix_product_milliseconds(lambda: step(fast_loss), 5)
-        figures.update(
-            matrix_product_ms=product_ms,
-            matrix_product_share=product_ms / figures["step_ms"],
-            roofline_fraction_of_matrix_products=flops * args.batch_size / (product_ms / 1e3) / 1e9 / gemm,
-        )
+    if device.type == "cpu":
+        figures["gemm_gflops"] = gemm_gflops()
     if args.reference:
-        decoder.eval()  # no dropout: the paths must give the same loss on the same weights
-        with torch.no_grad():
-            losses = {"loss_fast": fast_loss(decoder, features, inputs).item()}
-            decoder.fused_recurrence = False
-            losses["loss_autograd"] = fast_loss(decoder, features, inputs).item()
-            losses["loss_reference"] = reference_loss(decoder, features, inputs).item()
-        decoder.train()
-        autograd_seconds = time_training(lambda: step(fast_loss), max(3, args.repeats // 2), args.warmup)
-        decoder.fused_recurrence = True
-        reference_seconds = time_training(lambda: step(reference_loss), max(3, args.repeats // 4), args.warmup)
+        tutorial_seconds = time_steps(tutorial_step, max(3, repeats // 4), 2, device)
         figures.update(
-            autograd_captions_per_s=args.batch_size / autograd_seconds,
-            reference_captions_per_s=args.batch_size / reference_seconds,
-            speedup_over_reference=reference_seconds / seconds,
-            **losses,
+            tutorial_captions_per_s=args.batch_size / tutorial_seconds,
+            speedup_over_tutorial=tutorial_seconds / seconds,
         )
+        module.eval()  # no dropout: the paths must give the same loss on the same weights
+        with torch.no_grad(), autocast():
+            inputs = captions[:, :-1]
+            figures["loss_packed"] = module.caption_loss(features, captions)[0].item()
+            normalised = module.decoder.normalise(features)
+            figures["loss_padded"] = module.caption_loss(normalised, captions, padded=True)[0].item()
+            logits = tutorial_forward(module.decoder, features, inputs)
+            figures["loss_tutorial"] = F.cross_entropy(logits.flatten(0, 1).float(), captions[:, 1:].flatten()).item()
     report(figures, vars(args))
 
 
