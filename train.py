@@ -9,7 +9,7 @@ import hydra
 import lightning as L
 import pandas as pd
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from captioning.cli import run_entry_point
@@ -42,6 +42,8 @@ def train(cfg: DictConfig) -> dict:
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
     if not loggers:  # ~logger: nothing to monitor the lr into (history.csv still records it)
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 

@@ -23,6 +23,7 @@ import time
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader
 
 from benchmarks.common import report, resident_memory_gb
@@ -105,6 +106,7 @@ def main() -> None:
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
+        callbacks=[TQDMProgressBar(refresh_rate=10)],  # as conf/callbacks/default.yaml
     )
 
     memory = PeakMemory()

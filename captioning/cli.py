@@ -13,6 +13,8 @@ from captioning.errors import CaptioningError
 
 # The frozen encoder stays in eval mode on purpose; Lightning's warning about it would only alarm users.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+# The step checkpoints hold the weights after the step they count, which is what resuming at that step needs.
+warnings.filterwarnings("ignore", message=r".*manual optimization and every_n_train_steps.*")
 # ${subfolder:NAME} is "NAME/", or nothing for a null NAME: run folders are outputs/[<experiment>/]<date_time>.
 OmegaConf.register_new_resolver("subfolder", lambda name: f"{name}/" if name else "", replace=True)
 

@@ -30,6 +30,7 @@ class GraphedStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_inputs: tuple[torch.Tensor, ...] = ()
         self.static_outputs: tuple[torch.Tensor, ...] = ()
+        self.gradients: list[torch.Tensor] = []  # the recorded backward's, which every replay overwrites
 
     def _clear_gradients(self) -> None:
         for parameter in self.parameters:
@@ -49,10 +50,15 @@ class GraphedStep:
             self.static_inputs = tuple(tensor.clone() for tensor in inputs)
             self._clear_gradients()  # the recorded backward allocates them, in the graph's own memory
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            # thread_local: DataLoader threads (pinning the next batch) may use CUDA meanwhile
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.static_outputs = tuple(output.detach() for output in self.step(*self.static_inputs))
+            self.gradients = [parameter.grad for parameter in self.parameters]
         else:
             for static, tensor in zip(self.static_inputs, inputs):
                 static.copy_(tensor, non_blocking=True)
+        # Lightning sets every .grad to None before validation (zero_grad): hand the graph's back each time.
+        for parameter, gradient in zip(self.parameters, self.gradients):
+            parameter.grad = gradient
         self.graph.replay()
         return tuple(output.clone() for output in self.static_outputs)  # the next replay overwrites them

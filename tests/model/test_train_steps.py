@@ -69,6 +69,7 @@ def train(module: CaptioningModule, epochs: list) -> tuple[list[float], dict[str
             optimizer.step()
             losses.append(cross_entropy.item())
         scheduler.step()  # on_train_epoch_end
+        module.zero_grad()  # as Lightning does before validation: the gradients are set to None
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)  # two boundaries passed
     return losses, {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
 
@@ -76,6 +77,9 @@ def train(module: CaptioningModule, epochs: list) -> tuple[list[float], dict[str
 def assert_same_training(reference: tuple, other: tuple, tolerance: float) -> None:
     torch.testing.assert_close(torch.tensor(other[0]), torch.tensor(reference[0]), rtol=tolerance, atol=tolerance)
     for name, tensor in reference[1].items():
+        if name == "decoder.attention.score.bias":
+            # The softmax ignores it: its gradient is rounding noise, which Adam scales to steps of lr size.
+            continue
         torch.testing.assert_close(other[1][name], tensor, rtol=tolerance, atol=tolerance, msg=name)
 
 
