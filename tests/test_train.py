@@ -52,8 +52,8 @@ def test_fast_dev_run(tmp_path):
 
 
 def test_the_gpu_trainer_settings_train_with_gradient_clipping(tmp_path):
-    # trainer=gpu is bf16 mixed precision; its Lightning plugin refuses to clip a fused Adam's gradients.
-    # The same plugin runs on CPU, so the settings are checked here with the accelerator swapped.
+    # trainer=gpu is bf16 mixed precision, with the model clipping a fused Adam's gradients itself (Lightning's
+    # plugin refuses to). The same plugin runs on CPU, so the settings are checked here with the accelerator swapped.
     overrides = ["trainer=gpu", "trainer.accelerator=cpu", "trainer.max_steps=3", "trainer.limit_val_batches=1"]
     result = train(compose_train(tmp_path, *overrides, "~logger"))
     assert result["global_step"] == 3
