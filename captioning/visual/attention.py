@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
 
 
 def upsample_attention(weights: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -25,8 +25,9 @@ def upsample_attention(weights: torch.Tensor, size: tuple[int, int]) -> np.ndarr
 
 def attention_figure(image: Image.Image, words: list[str], attention: torch.Tensor, columns: int = 5) -> plt.Figure:
     """The image, then one panel per word with its attention map (`attention` (words, R)) over the image, all
-    on one colour scale."""
-    image = image.convert("RGB").resize((224, 224))
+    on one colour scale. The photo keeps its aspect ratio: the model saw it stretched to a square, so its
+    square grid of regions is stretched back over the photo the same way."""
+    image = ImageOps.contain(image.convert("RGB"), (224, 224))  # the longer side 224 pixels
     panels = len(words) + 1
     rows = math.ceil(panels / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
