@@ -287,21 +287,27 @@ class AttentionDecoder(nn.Module):
         )
 
     @torch.no_grad()
-    def beam_search(self, features: torch.Tensor, beam_size: int, max_length: int) -> Generation:
+    def beam_search(
+        self, features: torch.Tensor, beam_size: int, max_length: int, length_penalty: float = 0.0
+    ) -> Generation:
         """Beam search batched over images: the B x K hypotheses advance together as one batch.
 
-        Returns the highest-scoring (summed log-probability) hypothesis of each image.
+        Hypotheses are ranked by their summed log-probability divided by length ** `length_penalty` (words,
+        `<eos>` included; GNMT's alpha). With 0, a caption that ends at once often outscores every real one.
+        Returns the highest-ranked hypothesis of each image.
         """
         batch_size, beams = features.size(0), beam_size
         region_gates, projected, hidden, cell = self._start_generation(features)  # beams share them
         hidden_product = self._plain_hidden_product()
         state = (hidden.repeat_interleave(beams, dim=0), cell.repeat_interleave(beams, dim=0))  # (B*K, H)
         device = features.device
-        scores = torch.full((batch_size * beams, 1), float("-inf"), device=device)
+        scores = torch.full((batch_size * beams, 1), float("-inf"), device=device, dtype=features.dtype)
         scores[::beams] = 0.0  # all beams start identical: expand only the first
+        lengths = torch.zeros_like(scores)  # (B*K, 1): words so far, <eos> included
+        longest = max_length + 1.0  # the length of a hypothesis that never ends
         tokens = torch.full((batch_size * beams,), self.bos_id, dtype=torch.long, device=device)
         finished = torch.zeros_like(tokens, dtype=torch.bool)
-        # A finished hypothesis continues with <pad> at no cost, so it keeps its score.
+        # A finished hypothesis continues with <pad> at no cost, so it keeps its score and length.
         finished_row = torch.full((self.vocab_size,), float("-inf"), device=device)
         finished_row[self.pad_id] = 0.0
         offsets = (torch.arange(batch_size, device=device) * beams).unsqueeze(1)  # (B, 1)
@@ -311,20 +317,28 @@ class AttentionDecoder(nn.Module):
         for _ in range(max_length + 1):
             logits, weights, state = self._generation_step(tokens, region_gates, projected, state, hidden_product)
             log_probs = torch.where(finished.unsqueeze(1), finished_row, logits.log_softmax(dim=1))  # (B*K, V)
-            candidates = log_probs + scores  # (B*K, V): score of each continuation
-            scores, flat_index = candidates.view(batch_size, -1).topk(beams, dim=1)  # (B, K) over K x V each
-            scores = scores.view(-1, 1)  # (B*K, 1)
+            candidates = log_probs + scores  # (B*K, V): summed log-probability of each continuation
+            candidate_lengths = lengths + (~finished).unsqueeze(1)  # (B*K, 1): every continuation of a row
+            ranked = candidates / candidate_lengths**length_penalty  # (B*K, V)
+            _, flat_index = ranked.view(batch_size, -1).topk(beams, dim=1)  # (B, K) over K x V each
             origin = (offsets + flat_index // self.vocab_size).view(-1)  # (B*K,) rows the beams come from
             tokens = (flat_index % self.vocab_size).view(-1)  # (B*K,)
+            scores = candidates[origin, tokens].unsqueeze(1)  # (B*K, 1)
+            lengths = candidate_lengths[origin]  # (B*K, 1)
             state = (state[0][origin], state[1][origin])
             history = torch.cat([history[origin], tokens.unsqueeze(1)], dim=1)  # (B*K, L)
             attention = torch.cat([attention[origin], weights[origin].unsqueeze(1)], dim=1)  # (B*K, L, R)
             chosen = log_probs[origin, tokens].unsqueeze(1)  # (B*K, 1)
             word_log_probs = torch.cat([word_log_probs[origin], chosen], dim=1)  # (B*K, L)
             finished = finished[origin] | (tokens == self.eos_id)
-            # topk sorts the beams, so beam 0 of each image is its best hypothesis. Once it has ended, the
-            # other beams can only lose score: the search is over for that image.
-            if finished[::beams].all():
+            # topk sorts the beams, so beam 0 of each image is its best hypothesis. A running hypothesis can only
+            # lose log-probability, but its divisor changes with its length: at best it keeps its score up to the
+            # largest divisor ahead (the longest length, for a penalty > 0). Once beam 0 has ended and no running
+            # beam can overtake it even so, the search is over for that image (no penalty: once beam 0 has ended).
+            best = (scores / lengths**length_penalty).view(batch_size, beams)[:, 0]  # (B,)
+            ceiling = scores / ((lengths + 1) ** length_penalty).clamp(min=longest**length_penalty)  # (B*K, 1)
+            ceiling = ceiling.masked_fill(finished.unsqueeze(1), float("-inf")).view(batch_size, beams).amax(dim=1)
+            if (finished[::beams] & (best >= ceiling)).all():
                 break
         length = history.size(1)
         best_tokens = history.view(batch_size, beams, length)[:, 0]  # (B, L)
@@ -332,8 +346,10 @@ class AttentionDecoder(nn.Module):
         best_log_probs = word_log_probs.view(batch_size, beams, length)[:, 0]  # (B, L)
         return Generation(best_tokens, best_attention, best_log_probs)
 
-    def generate(self, features: torch.Tensor, max_length: int, beam_size: int = 1) -> Generation:
-        """Greedy decoding for `beam_size` 1, beam search above."""
+    def generate(
+        self, features: torch.Tensor, max_length: int, beam_size: int = 1, length_penalty: float = 0.0
+    ) -> Generation:
+        """Greedy decoding for `beam_size` 1 (the length penalty cannot change its choices), beam search above."""
         if beam_size <= 1:
             return self.greedy(features, max_length)
-        return self.beam_search(features, beam_size, max_length)
+        return self.beam_search(features, beam_size, max_length, length_penalty)

@@ -1,3 +1,6 @@
+import math
+
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +38,52 @@ def caption_lengths(decoder: AttentionDecoder, tokens: torch.Tensor) -> list[int
     return (tokens != decoder.pad_id).sum(dim=1).tolist()
 
 
+def bigram_decoder(transitions: torch.Tensor) -> AttentionDecoder:
+    """A float64 decoder whose next word depends on the last word alone, with the probabilities of the rows of
+    `transitions` (V, V): each word's embedding is one-hot, the LSTM forgets at once and holds tanh(tanh(3))
+    in that word's unit, attention and features add nothing."""
+    vocab_size = transitions.size(0)
+    decoder = small_decoder(vocab_size=vocab_size).double().eval()
+    hidden_dim, embed_dim = decoder.hidden_to_gates.in_features, decoder.embedding.embedding_dim
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.zero_()
+        decoder.embedding.weight[:, :vocab_size] = torch.eye(vocab_size)
+        gate_bias = decoder.word_to_gates.bias.view(4, hidden_dim)  # input, forget, candidate, output
+        gate_bias[0], gate_bias[1], gate_bias[3] = 30.0, -30.0, 30.0
+        candidate = decoder.word_to_gates.weight.view(4, hidden_dim, embed_dim)[2]  # (H, E)
+        candidate[:vocab_size, :vocab_size] = 3.0 * torch.eye(vocab_size)
+        decoder.output.weight[:, :vocab_size] = transitions.log().T / math.tanh(math.tanh(3.0))
+    return decoder
+
+
+def reference_beam_search(
+    decoder: AttentionDecoder, features: torch.Tensor, beam_size: int, max_length: int, length_penalty: float
+) -> list[list[int]]:
+    """The best hypothesis of each image (its tokens up to `<eos>`) by a plain beam search: one image at a time,
+    every step run, log-probabilities by teacher forcing, ranked by summed log-probability / length ** penalty."""
+    best = []
+    for image in features.split(1):
+        beam = [([], 0.0, False)]  # (tokens, summed log-probability, ended)
+        for _ in range(max_length + 1):
+            candidates = [hypothesis for hypothesis in beam if hypothesis[2]]
+            for tokens, score, ended in beam:
+                if ended:
+                    continue
+                with torch.no_grad():
+                    logits, _ = decoder(image, torch.tensor([[decoder.bos_id, *tokens]]))
+                log_probs = logits[0, -1].log_softmax(dim=0).tolist()
+                candidates += [
+                    (tokens + [token], score + log_probs[token], token == decoder.eos_id)
+                    for token in range(decoder.vocab_size)
+                    if token != decoder.pad_id
+                ]
+            candidates.sort(key=lambda hypothesis: hypothesis[1] / len(hypothesis[0]) ** length_penalty, reverse=True)
+            beam = candidates[:beam_size]
+        best.append(beam[0][0])
+    return best
+
+
 def test_teacher_forcing_shapes_and_attention_over_49_regions():
     decoder = small_decoder()
     features = torch.randn(3, 49, 32) * 300  # the scale of a random ResNet's features
@@ -56,21 +105,23 @@ def test_generation_returns_attention_rows_that_sum_to_one():
     torch.testing.assert_close(generation.attention.sum(dim=2), torch.ones(generation.tokens.shape))
 
 
-def test_beam_size_one_equals_greedy():
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_beam_size_one_equals_greedy(length_penalty):
     decoder = small_decoder().eval()
     features = torch.randn(5, 9, 32)
     greedy = decoder.greedy(features, max_length=8)
-    beam = decoder.beam_search(features, beam_size=1, max_length=8)
+    beam = decoder.beam_search(features, beam_size=1, max_length=8, length_penalty=length_penalty)
     assert torch.equal(greedy.tokens, beam.tokens)
     torch.testing.assert_close(greedy.attention, beam.attention)
 
 
-def test_batched_beam_search_equals_one_image_at_a_time():
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_batched_beam_search_equals_one_image_at_a_time(length_penalty):
     decoder = small_decoder().eval()
     features = torch.randn(4, 9, 32)
-    batched = decoder.beam_search(features, beam_size=3, max_length=8)
+    batched = decoder.beam_search(features, beam_size=3, max_length=8, length_penalty=length_penalty)
     for image in range(4):
-        alone = decoder.beam_search(features[image : image + 1], beam_size=3, max_length=8)
+        alone = decoder.beam_search(features[image : image + 1], 3, max_length=8, length_penalty=length_penalty)
         length = alone.tokens.shape[1]
         assert torch.equal(batched.tokens[image, :length], alone.tokens[0])
         assert (batched.tokens[image, length:] == decoder.pad_id).all()
@@ -235,3 +286,37 @@ def test_beam_search_stops_once_the_best_hypothesis_of_every_image_has_ended():
     generation = decoder.beam_search(torch.randn(3, 9, 32), beam_size=3, max_length=8)
     # beams 1 and 2 chose other words and are still running; they could only lose score, so the search stops
     assert generation.tokens.tolist() == [[decoder.eos_id]] * 3
+
+
+def test_length_penalty_turns_the_caption_that_ends_at_once_into_a_real_one():
+    # After <bos>: <eos> 0.3, or three first words 0.22 each, each of which starts a sure caption (0.9 a word)
+    transitions = torch.full((12, 12), 1e-3, dtype=torch.float64)
+    transitions[:, 0] = 1e-12  # <pad>
+    transitions[1, 2], transitions[1, 3:6] = 0.3, 0.22
+    for word in range(3, 7):
+        transitions[word, word + 1] = 0.9  # 3 -> 4 -> 5 -> 6 -> 7
+    transitions[7, 2] = 0.9  # 7 -> <eos>
+    decoder = bigram_decoder(transitions / transitions.sum(dim=1, keepdim=True))
+    features = torch.randn(3, 9, 32, dtype=torch.float64)
+    assert caption_lengths(decoder, decoder.greedy(features, max_length=8).tokens) == [1, 1, 1]
+
+    # log 0.3 = -1.2 beats "5 6 7 <eos>" (log 0.22 + 3 log 0.9 = -1.8) unless the score is divided by its length
+    plain = decoder.beam_search(features, beam_size=10, max_length=8)
+    assert plain.tokens.tolist() == [[decoder.eos_id]] * 3
+    for length_penalty in (0.5, 1.0):
+        normalised = decoder.beam_search(features, beam_size=10, max_length=8, length_penalty=length_penalty)
+        assert min(caption_lengths(decoder, normalised.tokens)) > 1
+        assert (normalised.tokens == decoder.eos_id).sum(dim=1).tolist() == [1, 1, 1]  # each ends with <eos>
+
+
+@pytest.mark.parametrize("length_penalty", [-0.5, 0.0, 0.5, 1.0])
+def test_stopping_early_returns_the_best_hypothesis_of_a_search_run_to_the_end(length_penalty):
+    decoder = eos_decoder(eos_bias=0.4)
+    torch.manual_seed(1)
+    features = torch.randn(6, 9, 32, dtype=torch.float64) * 10
+    generation = decoder.beam_search(features, beam_size=3, max_length=8, length_penalty=length_penalty)
+    found = [[token for token in row if token != decoder.pad_id] for row in generation.tokens.tolist()]
+    assert found == reference_beam_search(decoder, features, 3, 8, length_penalty)
+    assert generation.tokens.size(1) < 9  # it did stop early
+    expected = teacher_forced_log_probs(decoder, features, generation.tokens)
+    torch.testing.assert_close(generation.log_probs, expected, rtol=1e-12, atol=1e-12)
