@@ -1,15 +1,29 @@
-"""What the entry points share: user errors end the program with their message, without a traceback."""
+"""What the entry points share: user errors end the program with their message, without a traceback; every run
+gets a folder of its own, which no other live run may write into, and which is removed if the run leaves
+nothing in it."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from captioning.errors import CaptioningError
+from captioning.errors import CaptioningError, ConfigError
 
 # The frozen encoder stays in eval mode on purpose; Lightning's warning about it would only alarm users.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
@@ -18,11 +32,126 @@ warnings.filterwarnings("ignore", message=r".*manual optimization and every_n_tr
 # ${subfolder:NAME} is "NAME/", or nothing for a null NAME: run folders are outputs/[<experiment>/]<date_time>.
 OmegaConf.register_new_resolver("subfolder", lambda name: f"{name}/" if name else "", replace=True)
 
+LOCK_NAME = ".run.lock"
+
+
+@functools.cache
+def run_suffix() -> str:
+    """What tells apart the runs started in the same second: the Slurm job (and array task) id where there is
+    one, else six random hex digits. Drawn once per process, so every use in a run names the same folder."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if job:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"job{job}" + (f"-{task}" if os.environ.get("SLURM_ARRAY_JOB_ID") and task else "")
+    return secrets.token_hex(3)
+
+
+# ${run_suffix:}: outputs/<date_time>_<suffix>, so that two runs launched together never share a folder.
+OmegaConf.register_new_resolver("run_suffix", run_suffix, use_cache=True, replace=True)
+
+
+def _owner(lock: Path) -> tuple[str, int] | None:
+    """The host and pid written in `lock`, or None if it cannot be read."""
+    try:
+        host, pid = lock.read_text().split()
+        return host, int(pid)
+    except (OSError, ValueError):
+        return None
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def lock_run_folder(folder: Path) -> None:
+    """Make this process the owner of `folder` (a lock file holding its host and pid), or raise
+    ConfigError if a live process owns it. A lock left by a finished or killed run is taken over."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = _owner(lock)
+            if (
+                owner is None
+                or owner[1] == os.getpid()
+                or (owner[0] == socket.gethostname() and not _is_alive(owner[1]))
+            ):
+                lock.unlink(missing_ok=True)  # stale: its run is over
+                continue
+            host, pid = owner
+            where = f"process {pid}" + ("" if host == socket.gethostname() else f" on {host}")
+            raise ConfigError(
+                f"{folder} is the folder of a run still in progress ({where}): a second run would overwrite "
+                "its checkpoints and reports. Leave out hydra.run.dir (every run then gets a folder of its own) "
+                f"or pass another one, e.g. hydra.run.dir={folder}_2. If that run is over, delete {lock}."
+            ) from None
+        with os.fdopen(descriptor, "w") as file:
+            file.write(me)
+        atexit.register(_release, lock, me)
+        return
+    raise ConfigError(f"Could not take the lock {lock} of the run folder {folder}: delete it and rerun.")
+
+
+def _release(lock: Path, me: str) -> None:
+    try:
+        if lock.read_text() == me:
+            lock.unlink()
+    except OSError:
+        pass
+
+
+class RunFolderLock(Callback):
+    """Hydra callback (conf/hydra/default.yaml): takes the run's (or sweep's) folder before Hydra writes in it;
+    a folder owned by a live run ends this one with one paragraph and exit status 1."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._lock(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._lock(config.hydra.sweep.dir)
+
+    @staticmethod
+    def _lock(folder: str) -> None:
+        try:
+            lock_run_folder(Path(folder))
+        except ConfigError as error:
+            print(f"Error: {error}", file=sys.stderr)  # logging is not configured yet
+            sys.exit(1)
+
+
+def remove_if_empty(folder: Path) -> bool:
+    """Delete `folder` if it holds nothing but Hydra's .hydra/, log files, the run lock and empty folders, as
+    a run that failed on its arguments leaves it (TensorBoard would list it as a run); True if deleted."""
+    if not folder.is_dir():
+        return False
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if path.is_dir() or relative.parts[0] == ".hydra" or relative.name == LOCK_NAME:
+            continue
+        if len(relative.parts) == 1 and path.suffix == ".log":
+            continue
+        return False
+    logging.shutdown()  # close the log file before its folder goes
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
 
 def run_entry_point(function: Callable[[DictConfig], object], cfg: DictConfig, name: str) -> None:
-    """Run `function(cfg)`; a CaptioningError is logged as one paragraph and exits with status 1."""
+    """Run `function(cfg)`; a CaptioningError is logged as one paragraph and exits with status 1, removing the run
+    folder if the run wrote nothing of its own in it."""
     try:
         function(cfg)
+    except SIGTERMException:  # Lightning stopped the run between two steps (SaveOnInterrupt kept the last one)
+        sys.exit(128 + signal.SIGTERM)  # 143: how shells and schedulers read a process ended by SIGTERM
     except Exception as error:
         cause: BaseException | None = error
         while cause is not None and not isinstance(cause, CaptioningError):
@@ -30,4 +159,6 @@ def run_entry_point(function: Callable[[DictConfig], object], cfg: DictConfig, n
         if cause is None:
             raise
         logging.getLogger(name).error(str(cause))
+        if HydraConfig.initialized():
+            remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(1)
