@@ -34,6 +34,7 @@ def test_defaults_are_the_reference_configuration(tmp_path):
     # The attention penalty of the paper, except in the seed's reference experiment (cross-entropy alone).
     assert default.model.attention_reg == 1.0 and reference.model.attention_reg == 0.0
     assert reference.name == "reference" and reference.model.optimizer.lr == 1e-3
+    assert reference.model.compile_step and not default.model.compile_step  # compiling pays on long runs only
     assert cfg.data.root == str(tmp_path / "data" / "shapes_tiny")
 
 
