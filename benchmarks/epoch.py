@@ -41,9 +41,11 @@ def synthetic_cache(path: Path, images: int, regions: int = 49, feature_dim: int
     generator = torch.Generator().manual_seed(0)
     partial = path.with_suffix(".partial.npy")
     cache = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(images, regions, feature_dim))
-    for first in range(0, images, 1024):
-        rows = min(1024, images - first)
-        cache[first : first + rows] = (torch.randn(rows, regions, feature_dim, generator=generator) * 30).half().numpy()
+    # 1,024 random rows written over and over: the epoch's cost is reading them, not what they hold.
+    block = (torch.randn(1024, regions, feature_dim, generator=generator) * 30).half().numpy()
+    for first in range(0, images, len(block)):
+        rows = min(len(block), images - first)
+        cache[first : first + rows] = block[:rows]
     cache.flush()
     del cache
     partial.rename(path)
