@@ -194,5 +194,6 @@ def test_a_named_experiment_runs_in_a_folder_of_its_name():
     with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
         named = compose("train", overrides=["experiment=quickstart"], return_hydra_config=True)
         plain = compose("train", return_hydra_config=True)
-    assert re.fullmatch(r"outputs/quickstart/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", named.hydra.run.dir)
-    assert re.fullmatch(r"outputs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", plain.hydra.run.dir)
+    stamp = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_(job[\d-]+|[0-9a-f]{6})"  # date_time_<Slurm job or random suffix>
+    assert re.fullmatch(rf"outputs/quickstart/{stamp}", named.hydra.run.dir)
+    assert re.fullmatch(rf"outputs/{stamp}", plain.hydra.run.dir)

@@ -1,0 +1,133 @@
+"""Every run writes into a folder of its own: runs started together get two, a folder that a live run owns is
+refused, and a run that fails on its arguments leaves no empty folder behind for TensorBoard to list."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from captioning.cli import LOCK_NAME, lock_run_folder, run_suffix
+from captioning.errors import ConfigError
+from tests.helpers.runs import PROJECT, train_command
+
+QUIET = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def tiny_training(tmp_path, name: str, *overrides: str) -> list[str]:
+    """train.py as a shell loop types it: no hydra.run.dir, so the run folder is chosen under ./outputs."""
+    return [
+        sys.executable,
+        str(PROJECT / "train.py"),
+        "debug=default",
+        f"paths.data_dir={tmp_path / name / 'data'}",
+        f"paths.cache_dir={tmp_path / name / 'cache'}",
+        "trainer.max_steps=1",
+        "trainer.limit_val_batches=1",
+        "~logger",
+        *overrides,
+    ]
+
+
+@pytest.mark.slow  # two tiny trainings, side by side
+def test_two_trainings_started_together_get_a_folder_each(tmp_path):
+    processes = [
+        subprocess.Popen(
+            tiny_training(tmp_path, name),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=QUIET,
+        )
+        for name in ("a", "b")
+    ]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+
+    folders = sorted((tmp_path / "outputs").iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", folder.name), folder.name
+        assert (folder / "checkpoints" / "last.ckpt").is_file()
+        assert not (folder / LOCK_NAME).exists()  # handed back when the run ended
+
+
+def test_a_job_array_names_its_folders_by_job_and_task(monkeypatch):
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    run_suffix.cache_clear()
+    try:
+        assert run_suffix() == "job4242-7"
+    finally:
+        run_suffix.cache_clear()
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert re.fullmatch(r"[0-9a-f]{6}", run_suffix()) and run_suffix() == run_suffix()  # one per process
+    run_suffix.cache_clear()
+
+
+@pytest.mark.slow  # starts a training and a second run into its folder
+def test_a_run_never_writes_into_the_folder_of_a_live_run(tmp_path):
+    folder = tmp_path / "shared"
+    owner = subprocess.Popen(
+        train_command(tmp_path, folder, "~logger", "trainer.max_epochs=1000", "seed=1"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=QUIET,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (folder / ".hydra" / "config.yaml").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert owner.poll() is None and (folder / LOCK_NAME).read_text().split() == [
+            socket.gethostname(),
+            str(owner.pid),
+        ]
+        second = subprocess.run(
+            train_command(tmp_path, folder, "~logger", "seed=2"),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=QUIET,
+        )
+    finally:
+        owner.kill()
+        owner.wait()
+    output = second.stdout + second.stderr
+    assert second.returncode == 1, output[-2000:]
+    assert f"{folder} is the folder of a run still in progress (process {owner.pid})" in output
+    assert "Leave out hydra.run.dir" in output and "Traceback" not in output
+    assert "seed: 1" in (folder / ".hydra" / "config.yaml").read_text()  # the owner's, not overwritten
+
+
+def test_the_lock_of_a_run_that_is_over_is_taken_over(tmp_path):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / LOCK_NAME).write_text(f"{socket.gethostname()} {finished.stdout.strip()}")
+    lock_run_folder(tmp_path)
+    assert (tmp_path / LOCK_NAME).read_text() == f"{socket.gethostname()} {os.getpid()}"
+    with pytest.raises(ConfigError, match="delete .*shared/.run.lock"):
+        (tmp_path / "shared").mkdir()
+        (tmp_path / "shared" / LOCK_NAME).write_text(f"another-host {os.getpid() + 1}")
+        lock_run_folder(tmp_path / "shared")  # a run on another machine: cannot tell, so refused
+    (tmp_path / LOCK_NAME).unlink()
+
+
+@pytest.mark.slow  # starts caption.py
+def test_a_run_that_fails_on_its_arguments_leaves_no_folder(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(PROJECT / "caption.py"), f"ckpt={tmp_path / 'model.ckpt'}", "image=nowhere.jpg"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=QUIET,
+    )
+    assert completed.returncode == 1 and "does not exist" in completed.stderr + completed.stdout
+    assert not any(path.is_file() or any(path.iterdir()) for path in (tmp_path / "outputs").iterdir())
