@@ -1,8 +1,8 @@
 """Cache of encoder features: each image is encoded once into a memory-mapped float16 file.
 
-The file name is a hash of everything that determines the features (the image list, the encoder weights
-and the image transform), so a change of any of them selects another file. A file only gets its final
-name once it is complete, so an interrupted build never leaves a cache that looks complete.
+The file name is a hash of everything that determines the features (the image list, how images are read,
+the encoder weights and the image transform), so a change of any of them selects another file. A file only
+gets its final name once it is complete, so an interrupted build never leaves a cache that looks complete.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from captioning.data.images import ImageFolderDataset
+from captioning.data.images import IMAGE_LOADING, ImageFolderDataset
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def feature_cache_path(
 ) -> Path:
     """Where the features of `images` (in this order) under this encoder and transform are cached."""
     digest = hashlib.sha256()
-    for part in (encoder_identity, transform_description, *images):
+    for part in (IMAGE_LOADING, encoder_identity, transform_description, *images):
         digest.update(part.encode("utf-8") + b"\0")
     return Path(cache_dir) / f"features-{digest.hexdigest()[:24]}.npy"
 
