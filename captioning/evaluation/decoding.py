@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -9,6 +10,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from captioning.model.lightning_module import CaptioningModule
+
+log = logging.getLogger(__name__)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -22,12 +25,14 @@ def decode_images(
     beam_size: int,
     root: Path,
     blind: bool = False,
+    length_penalty: float = 0.0,
 ) -> list[dict]:
     """One record per image: `image` (path under `root`), `generated` (its words joined by spaces),
-    `references` and `attention` (one row of region weights per generated word).
+    `references` and `attention` (one row of region weights per generated word). Warns of empty captions.
 
     `blind` captions each image from the previous image's features (the first from its batch's last): the
-    score of a model that ignores the image it is given.
+    score of a model that ignores the image it is given. Beam search ranks its hypotheses by log-probability
+    / length ** `length_penalty`.
     """
     predictions = []
     previous_last = None  # blind: the features of the previous batch's last image
@@ -39,7 +44,7 @@ def decode_images(
                 shifted[0] = previous_last
             previous_last = features[-1]
             features = shifted
-        captions = module.caption(features, beam_size)
+        captions = module.caption(features, beam_size, length_penalty)
         for (words, attention), references, path in zip(captions, batch["references"], batch["image_paths"]):
             predictions.append(
                 {
@@ -49,7 +54,29 @@ def decode_images(
                     "attention": attention.tolist(),
                 }
             )
+    warn_of_empty_captions([prediction["generated"] for prediction in predictions], beam_size, length_penalty)
     return predictions
+
+
+def empty_share(captions: list[str]) -> float:
+    """The share of `captions` without a word (0 for none)."""
+    return sum(not caption for caption in captions) / max(len(captions), 1)
+
+
+def warn_of_empty_captions(captions: list[str], beam_size: int, length_penalty: float) -> None:
+    """Log a warning when some `captions` are empty, a sign that `<eos>` at once outscored every real caption:
+    every metric of those images is 0."""
+    empty = sum(not caption for caption in captions)
+    if empty == 0:
+        return
+    if beam_size > 1:  # a caption that ends at once scores highest when nothing corrects for length
+        remedy = f"<eos> at once outscored every caption; raise eval.length_penalty (now {length_penalty}), e.g. to 1"
+    else:
+        remedy = "greedy decoding chose <eos> first"
+    log.warning(
+        f"{empty} of {len(captions)} generated captions ({empty / len(captions):.0%}) are empty "
+        f"(beam {beam_size}): {remedy}"
+    )
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from captioning.data.images import load_image
 from captioning.data.shapes import load_object_boxes
 from captioning.errors import DatasetFormatError
-from captioning.evaluation.decoding import caption_loss, decode_images
+from captioning.evaluation.decoding import caption_loss, decode_images, empty_share
 from captioning.evaluation.grounding import grounding_score
 from captioning.evaluation.metrics import caption_metrics
 from captioning.evaluation.report import metrics_table, samples_markdown, write_json
@@ -30,6 +30,7 @@ class EvaluationSettings:
 
     split: str = "test"  # val | test
     beam_size: int = 3
+    length_penalty: float = 0.0  # beam search ranks by log-probability / length ** this (GNMT's alpha)
     loss_samples: int = 512  # <split>_loss is the mean over this many captions drawn with `seed` (reference: 512)
     num_samples: int = 10  # rows of samples.md
     num_figures: int = 5  # attention figures written (and logged)
@@ -74,7 +75,7 @@ def evaluate_checkpoint(
         f"{split}_loss_full": caption_loss(module, dataset, pairs, blind=blind),
     }
     loader = datamodule.eval_dataloader(split)
-    predictions = decode_images(module, loader, settings.beam_size, datamodule.root, blind)
+    predictions = decode_images(module, loader, settings.beam_size, datamodule.root, blind, settings.length_penalty)
     metrics.update(
         caption_metrics(
             {prediction["image"]: prediction["generated"] for prediction in predictions},
@@ -84,11 +85,13 @@ def evaluate_checkpoint(
     boxes = load_object_boxes(datamodule.root)
     if boxes is not None:
         metrics.update(grounding_score(predictions, *boxes))
+    metrics["empty_captions"] = empty_share([prediction["generated"] for prediction in predictions])
     metrics.update(
         {
             "num_images": len(predictions),
             "loss_samples": len(chosen),
             "beam_size": settings.beam_size,
+            "length_penalty": settings.length_penalty,
             "checkpoint": str(Path(checkpoint_path).resolve()),
             "split": split,
             "blind": blind,
@@ -124,8 +127,8 @@ def evaluate_checkpoint(
             logger.experiment.add_image(f"{prefix}attention/{figure_path.stem}", image, dataformats="HWC")
         logger.finalize("success")
     log.info(
-        f"Evaluation of {checkpoint_path} on {split} ({len(predictions)} images, beam {settings.beam_size}):\n"
-        + metrics_table(metrics)
+        f"Evaluation of {checkpoint_path} on {split} ({len(predictions)} images, beam {settings.beam_size}, "
+        f"length penalty {settings.length_penalty}):\n" + metrics_table(metrics)
     )
     log.info(f"Reports: {output_dir}/metrics.json, predictions.json, samples.md")
     log.info("Attention figures:\n" + "\n".join(f"  {path}" for path in figures))

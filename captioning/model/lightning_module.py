@@ -127,14 +127,16 @@ class CaptioningModule(L.LightningModule):
             penalty = self.hparams.attention_reg * squares / (captioned.sum() * coverage.size(1)).clamp(min=1)
         return cross_entropy, words, penalty
 
-    def generate(self, features: torch.Tensor, beam_size: int = 1) -> Generation:
-        return self.decoder.generate(features, self.hparams.max_caption_length, beam_size)
+    def generate(self, features: torch.Tensor, beam_size: int = 1, length_penalty: float = 0.0) -> Generation:
+        return self.decoder.generate(features, self.hparams.max_caption_length, beam_size, length_penalty)
 
     @torch.no_grad()
-    def caption(self, features: torch.Tensor, beam_size: int = 1) -> list[tuple[list[str], torch.Tensor]]:
+    def caption(
+        self, features: torch.Tensor, beam_size: int = 1, length_penalty: float = 0.0
+    ) -> list[tuple[list[str], torch.Tensor]]:
         """Each image's generated words and their attention (words, R): the one decoding that validation,
-        evaluation and caption.py report."""
-        generation = self.generate(features, beam_size)
+        evaluation and caption.py report. Beam search ranks by log-probability / length ** `length_penalty`."""
+        generation = self.generate(features, beam_size, length_penalty)
         captions = []
         for tokens, attention in zip(generation.tokens.tolist(), generation.attention.float().cpu()):
             words = self.vocabulary.words(tokens)

@@ -29,7 +29,14 @@ def trained(tmp_path_factory) -> Path:
 
 def test_evaluate_writes_metrics_predictions_samples_and_figures(trained, tmp_path):
     result = evaluate(
-        compose_evaluate(tmp_path, f"ckpt={trained}", "eval.beam_size=2", "eval.loss_samples=7", "eval.num_figures=2")
+        compose_evaluate(
+            tmp_path,
+            f"ckpt={trained}",
+            "eval.beam_size=2",
+            "eval.length_penalty=0.5",
+            "eval.loss_samples=7",
+            "eval.num_figures=2",
+        )
     )
     out = tmp_path / "eval"
 
@@ -47,12 +54,15 @@ def test_evaluate_writes_metrics_predictions_samples_and_figures(trained, tmp_pa
         "grounding",
         "grounding_chance",
         "num_images",
+        "empty_captions",
         "beam_size",
+        "length_penalty",
         "checkpoint",
         "split",
     ):
         assert key in metrics, key
     assert metrics["num_images"] == 2 and metrics["beam_size"] == 2 and metrics["split"] == "test"
+    assert metrics["length_penalty"] == 0.5 and 0 <= metrics["empty_captions"] <= 1
     assert metrics["loss_samples"] == 7 and metrics["test_loss"] > 0 and metrics["test_loss_full"] > 0
     assert metrics == result["metrics"]
 
@@ -105,6 +115,7 @@ def test_caption_any_image_mode_and_size(trained, tmp_path):
             f"ckpt={trained}",
             f"image={folder}",
             "beam_size=2",
+            "length_penalty=0.5",
             f"paths.root_dir={tmp_path}",
             f"paths.output_dir={tmp_path / 'out'}",
         ],

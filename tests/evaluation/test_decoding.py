@@ -1,0 +1,27 @@
+import logging
+
+from captioning.evaluation.decoding import empty_share, warn_of_empty_captions
+
+
+def test_empty_captions_are_counted_and_warned_of_with_their_share_and_remedy(caplog):
+    captions = ["a red circle", "", "a blue square", ""]
+    assert empty_share(captions) == 0.5
+    with caplog.at_level(logging.WARNING, logger="captioning.evaluation.decoding"):
+        warn_of_empty_captions(captions, beam_size=10, length_penalty=0.0)
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "2 of 4 generated captions (50%) are empty (beam 10)" in record.getMessage()
+    assert "eval.length_penalty" in record.getMessage()
+
+
+def test_greedy_empty_captions_are_warned_of_without_suggesting_a_length_penalty(caplog):
+    with caplog.at_level(logging.WARNING, logger="captioning.evaluation.decoding"):
+        warn_of_empty_captions(["", "a red circle"], beam_size=1, length_penalty=0.0)
+    [record] = caplog.records
+    assert "1 of 2" in record.getMessage() and "length_penalty" not in record.getMessage()
+
+
+def test_no_warning_when_every_caption_has_a_word(caplog):
+    with caplog.at_level(logging.WARNING, logger="captioning.evaluation.decoding"):
+        warn_of_empty_captions(["a red circle", "a blue square"], beam_size=3, length_penalty=0.0)
+    assert caplog.records == [] and empty_share([]) == 0.0
