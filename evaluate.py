@@ -7,11 +7,13 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
 
 from captioning.cli import run_entry_point
+from captioning.config_checks import check_config
 from captioning.evaluation.run import evaluate_checkpoint
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate `cfg.ckpt` as `cfg.eval` says, writing into `cfg.paths.output_dir`."""
+    check_config(cfg)
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]
     data_overrides = {key: value for key, value in cfg.data.items() if value is not None}
     return evaluate_checkpoint(

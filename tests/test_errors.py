@@ -68,6 +68,15 @@ def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
             ],
             "Unknown model.encoder.weights='IMAGENET_BEST'",
         ),
+        # Values that cannot work, named with a valid example before anything is built.
+        ("train.py", ["debug=default", "data.batch_size=0"], "data.batch_size=0 cannot work: it must be a batch"),
+        ("train.py", ["debug=default", "model.optimizer.lr=abc"], "e.g. model.optimizer.lr=1e-3"),
+        ("train.py", ["data=flickr30k"], "data.root has no value: pass one, e.g. data.root="),
+        ("evaluate.py", ["ckpt={tmp}/bad.ckpt", "eval.beam_size=0"], "eval.beam_size=0 cannot work"),
+        ("evaluate.py", [], "ckpt has no value: pass one, e.g. ckpt=outputs/<run>/checkpoints/best.ckpt"),
+        ("caption.py", ["ckpt={tmp}/bad.ckpt", "image={tmp}/photo.png", "beam_size=0"], "e.g. beam_size=3"),
+        ("caption.py", ["image={tmp}/photo.png"], "ckpt has no value"),
+        ("caption.py", ["ckpt={tmp}/bad.ckpt", "image={tmp}/albums"], "its subfolders are not searched: 2 of"),
     ],
 )
 def test_entry_points_fail_with_a_message_and_no_traceback(tmp_path, script, overrides, message):
@@ -76,6 +85,9 @@ def test_entry_points_fail_with_a_message_and_no_traceback(tmp_path, script, ove
     (tmp_path / "one_image" / "Images").mkdir(parents=True)  # a Kaggle captions.txt of a single image
     Image.new("RGB", (32, 32)).save(tmp_path / "one_image" / "Images" / "photo.png")
     (tmp_path / "one_image" / "captions.txt").write_text("image,caption\nphoto.png,a black square .\n")
+    for album in ("summer", "winter"):  # a folder whose images are all in subfolders
+        (tmp_path / "albums" / album).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "albums" / album / "photo.jpg")
     completed = run(script, *(o.format(tmp=tmp_path) for o in overrides), cwd=tmp_path)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 1, output[-2000:]

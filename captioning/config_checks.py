@@ -1,0 +1,115 @@
+"""Checks of the values that can be judged as soon as a run's configuration is composed: every entry point calls
+`check_config` before it builds anything, so that a value that cannot work ends the run with one paragraph naming
+its key and a valid example, instead of a traceback minutes later or a run that silently does something else."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from captioning.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# How to fill in the values that a config leaves mandatory (???), by key.
+MISSING_EXAMPLES = {
+    "ckpt": "ckpt=outputs/<run>/checkpoints/best.ckpt",
+    "image": "image=photo.jpg (a file or a folder of images)",
+    "data.root": "data.root=/data/flickr30k (the folder of the annotations and images)",
+}
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_integer(value: object) -> bool:
+    return _is_integer(value) and value >= 1
+
+
+def _natural(value: object) -> bool:
+    return _is_integer(value) and value >= 0
+
+
+def _positive_number(value: object) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _probability(value: object) -> bool:
+    return _is_number(value) and 0 <= value < 1
+
+
+def _epochs(value: object) -> bool:
+    return _is_integer(value) and value >= -1
+
+
+# (key, whether a value works, what a valid one is, a valid example); a key absent or null is not checked.
+RULES: list[tuple[str, Callable[[object], bool], str, str]] = [
+    ("data.batch_size", _positive_integer, "a batch size of 1 or more", "32"),
+    ("data.eval_batch_size", _positive_integer, "a batch size of 1 or more", "64"),
+    ("data.encode_batch_size", _positive_integer, "a batch size of 1 or more", "32"),
+    ("data.num_workers", _natural, "a whole number of worker processes, 0 or more", "2"),
+    ("data.image_size", _positive_integer, "a side in pixels, 1 or more", "224"),
+    ("data.max_caption_length", _positive_integer, "a whole number of words, 1 or more", "20"),
+    ("data.min_word_frequency", _positive_integer, "a whole number of occurrences, 1 or more", "5"),
+    ("model.embed_dim", _positive_integer, "a whole number, 1 or more", "256"),
+    ("model.hidden_dim", _positive_integer, "a whole number, 1 or more", "256"),
+    ("model.attention_dim", _positive_integer, "a whole number, 1 or more", "256"),
+    ("model.dropout", _probability, "a probability from 0 up to (not including) 1", "0.5"),
+    ("model.attention_reg", lambda value: _is_number(value) and value >= 0, "a number, 0 or more", "1.0"),
+    ("model.gradient_clip_norm", _positive_number, "a norm above 0, or null for no clipping", "5.0"),
+    ("model.optimizer.lr", _positive_number, "a learning rate above 0", "1e-3"),
+    ("trainer.max_epochs", _epochs, "a whole number of epochs (-1: no limit)", "30"),
+    ("trainer.max_steps", _epochs, "a whole number of steps (-1: no limit)", "-1"),
+    ("eval.beam_size", _positive_integer, "a beam of 1 caption or more (1: greedy)", "3"),
+    ("eval.loss_samples", _positive_integer, "a whole number of captions, 1 or more", "512"),
+    ("eval.num_samples", _natural, "a whole number of rows, 0 or more", "10"),
+    ("eval.num_figures", _natural, "a whole number of figures, 0 or more", "5"),
+    ("beam_size", _positive_integer, "a beam of 1 caption or more (1: greedy)", "3"),
+]
+
+
+def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """The keys left mandatory (???) in `cfg`, Hydra's own settings aside; nothing is resolved on the way."""
+    missing = []
+    for key in cfg.keys():
+        full_key = f"{prefix}{key}"
+        if full_key == "hydra":
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            missing.append(full_key)
+        elif not OmegaConf.is_interpolation(cfg, key) and isinstance(cfg._get_node(key), DictConfig):
+            missing += missing_keys(cfg[key], f"{full_key}.")
+    return missing
+
+
+def _shown(value: object) -> str:
+    return "null" if value is None else str(value)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError, one paragraph for every problem found, if a value of `cfg` cannot work; warn about
+    values that work otherwise than a user may expect (trainer.max_epochs=-1: until stopped)."""
+    problems = [
+        f"{key} has no value: pass one, e.g. {MISSING_EXAMPLES.get(key, f'{key}=<value>')}."
+        for key in missing_keys(cfg)
+    ]
+    for key, works, valid, example in RULES:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value is not None and not works(value):
+            problems.append(f"{key}={_shown(value)} cannot work: it must be {valid}, e.g. {key}={example}.")
+    if problems:
+        raise ConfigError(" ".join(problems))
+    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=None)
+    if max_epochs == -1 and (max_steps is None or max_steps == -1):
+        log.warning(
+            "trainer.max_epochs=-1 and no trainer.max_steps: training goes on until it is stopped (Ctrl-C, or a "
+            "callback's early stopping). Set trainer.max_epochs=30 or trainer.max_steps=10000 for a run that ends."
+        )
