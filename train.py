@@ -13,10 +13,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from captioning.cli import run_entry_point
+from captioning.config_checks import check_config
 from captioning.evaluation.run import evaluate_checkpoint
 from captioning.model.checkpoint import checkpoint_vocabulary, read_checkpoint
 from captioning.training.history import LossHistory
-from captioning.training.resume import check_resumable
+from captioning.training.resume import check_resumable, check_unfinished
 from captioning.training.run_config import RunConfigInCheckpoint
 
 log = logging.getLogger("train")
@@ -24,11 +25,13 @@ log = logging.getLogger("train")
 
 def train(cfg: DictConfig) -> dict:
     """Build the data, model and Trainer from `cfg`, fit, and return where the results are."""
+    check_config(cfg)  # before anything is built: a value that cannot work is named now, not in a traceback
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.load_annotations()  # the vocabulary, and so the model's output layer, comes from them
     if cfg.ckpt_path:
         checkpoint = read_checkpoint(cfg.ckpt_path)
+        check_unfinished(checkpoint, cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"))
         vocabulary = checkpoint_vocabulary(checkpoint)
         check_resumable(checkpoint, dict(cfg.model), datamodule.vocabulary_coverage(vocabulary))
         datamodule.vocabulary = vocabulary
