@@ -12,6 +12,8 @@ from torchvision.models import ResNet50_Weights
 from captioning.errors import EncoderWeightsUnavailableError
 
 log = logging.getLogger(__name__)
+# The seeds of the random encoders already announced in this process: a run warns of random weights once.
+_warned_random_seeds: set[int] = set()
 
 
 def encoder_identity(weights: str | None, random_init_seed: int = 0) -> str:
@@ -22,10 +24,12 @@ def encoder_identity(weights: str | None, random_init_seed: int = 0) -> str:
 def load_resnet50(weights: str | None, random_init_seed: int = 0) -> torchvision.models.ResNet:
     """torchvision's ResNet-50 with ImageNet `weights`, or a random init fixed by `random_init_seed` if None."""
     if weights is None:
-        log.warning(
-            "Encoder: ResNet-50 with RANDOM weights (model.encoder.weights=null); "
-            "captions are learnt from random convolutional features."
-        )
+        if random_init_seed not in _warned_random_seeds:  # train.py's encoder and evaluate_after's would say it twice
+            _warned_random_seeds.add(random_init_seed)
+            log.warning(
+                "Encoder: ResNet-50 with RANDOM weights (model.encoder.weights=null); "
+                "captions are learnt from random convolutional features."
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(random_init_seed)
             return torchvision.models.resnet50(weights=None)
