@@ -183,16 +183,18 @@ def _nothing_readable(path: Path, format: str, malformed: list[int]) -> DatasetF
 
 
 def _drop_unusable(captions: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str]]:
-    """Drop, and report, captions without a single word and exact duplicate rows; returns the captions left
-    and the images left without any (listed with no caption, or with unusable ones only)."""
+    """Drop, and report, captions without a single word and duplicate captions of one image (the same text again
+    for the same image, whatever else its row says, such as its comment number); returns the captions left and
+    the images left without any (listed with no caption, or with unusable ones only)."""
     listed_only = captions["caption"].isna()
     wordless = ~listed_only & ~captions["caption"].fillna("").str.contains(r"\w", regex=True)
     duplicate = ~listed_only & captions.duplicated(["image", "split", "caption"])
-    for mask, what in ((wordless, "empty or punctuation-only"), (duplicate & ~wordless, "duplicate")):
+    for mask, what in (
+        (wordless, "empty or punctuation-only caption(s)"),
+        (duplicate & ~wordless, "duplicate caption(s) of one image, the same text given again for the same image"),
+    ):
         if mask.any():
-            log.warning(
-                f"{source}: skipped {int(mask.sum())} {what} caption(s) (first: {captions['image'][mask].iloc[0]})"
-            )
+            log.warning(f"{source}: skipped {int(mask.sum())} {what} (first: {captions['image'][mask].iloc[0]})")
     kept = captions[~(listed_only | wordless | duplicate)].reset_index(drop=True)
     images = captions.drop_duplicates("image")
     lost = images[~images["image"].isin(kept["image"])]
