@@ -21,7 +21,14 @@ from captioning.data.datasets import (
     ImageReferences,
     ImagesOnTheFly,
 )
-from captioning.data.feature_cache import build_feature_cache, feature_cache_path, unreadable_images
+from captioning.data.feature_cache import (
+    build_feature_cache,
+    feature_cache_path,
+    image_fingerprints,
+    image_list_digest,
+    remove_replaced_caches,
+    unreadable_images,
+)
 from captioning.data.images import UNREADABLE_IMAGE_ERRORS, ImageFolderDataset, image_transform, load_image
 from captioning.data.readers import SPLITS, read_annotations
 from captioning.errors import EmptySplitError
@@ -80,6 +87,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.vocabulary: Vocabulary | None = None  # built from the training captions, or a checkpoint's
         self.images: list[str] = []  # the rows of the feature source, in order (relative paths)
         self.feature_cache_path: Path | None = None
+        self._fingerprints: dict[str, str] = {}  # image -> size and hash of sampled bytes, for the cache key
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
         self.skipped_images: list[dict] = []  # {"image", "reason"} of every image left out, for the run's report
         self._dataset_generated = False
@@ -155,13 +163,13 @@ class CaptionDataModule(L.LightningDataModule):
 
     # --- feature cache -----------------------------------------------------------------------------------
     def _cache_path(self, images: list[str]) -> Path:
-        """Keyed by the images (names, sizes and modification times), the encoder and the transform."""
+        """Keyed by the images (names, sizes and hashes of sampled bytes: see `image_fingerprint`), the encoder
+        and the transform. Each image is fingerprinted once, however many caches are looked up."""
         if self.encoder is None:
             raise ValueError("A feature cache needs the encoder: pass encoder= to CaptionDataModule")
-        files = []
-        for image in images:
-            status = (self.root / image).stat()
-            files.append(f"{image}:{status.st_size}:{status.st_mtime_ns}")
+        new = [image for image in images if image not in self._fingerprints]
+        self._fingerprints.update(zip(new, image_fingerprints([self.root / image for image in new])))
+        files = [f"{image}:{self._fingerprints[image]}" for image in images]
         return feature_cache_path(self.feature_cache_dir, files, self.encoder.identity, repr(self.transform))
 
     def locate_features(self) -> Path | None:
@@ -198,6 +206,7 @@ class CaptionDataModule(L.LightningDataModule):
             "transform": repr(self.transform),
             "dataset_root": str(self.root),
             "num_images": len(paths),
+            "image_names": image_list_digest(self.images),
         }
         build_feature_cache(
             path,
@@ -208,6 +217,7 @@ class CaptionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             device="cuda" if torch.cuda.is_available() else "cpu",
         )
+        remove_replaced_caches(path)
 
     # --- datasets ------------------------------------------------------------------------------------------
     def _source(self) -> CachedFeatures | ImagesOnTheFly:

@@ -1,8 +1,10 @@
 """Cache of encoder features: each image is encoded once into a memory-mapped float16 file.
 
 The file name is a hash of everything that determines the features (the image list, how images are read,
-the encoder weights and the image transform), so a change of any of them selects another file. A file only
-gets its final name once it is complete, so an interrupted build never leaves a cache that looks complete.
+the encoder weights and the image transform), so a change of any of them selects another file; the cache it
+replaces is then deleted. Images are known by name, size and a hash of sampled bytes, not by modification
+time, so a copied dataset keeps its cache. A file only gets its final name once it is complete, so an
+interrupted build never leaves a cache that looks complete.
 """
 
 from __future__ import annotations
@@ -22,11 +24,39 @@ from captioning.data.images import IMAGE_LOADING, ImageFolderDataset
 
 log = logging.getLogger(__name__)
 
+SAMPLE_BLOCK = 4096  # bytes of each image hashed at its start, middle and end
+
+
+def image_fingerprint(path: Path) -> str:
+    """`size:hash` of an image file, the hash over three 4 KiB blocks: its start, middle and end (the whole of
+    a file under 12 KiB). Cheap (12 KiB of a 130 KB photo), the same for a copy, yet it changes with a
+    rewritten header (an EXIF orientation turned in place) and with pixels re-encoded into as many bytes."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            for offset in sorted({0, max(size // 2 - SAMPLE_BLOCK // 2, 0), max(size - SAMPLE_BLOCK, 0)}):
+                digest.update(os.pread(file.fileno(), SAMPLE_BLOCK, offset))
+    except OSError as error:  # not readable (permissions): the build will find it unreadable and skip it
+        return f"unreadable: {error.strerror}"
+    return f"{size}:{digest.hexdigest()}"
+
+
+def image_fingerprints(paths: list[Path]) -> list[str]:
+    """`image_fingerprint` of every path, with a progress bar (Flickr30k: 2 s, 6-8 s from a cold disk)."""
+    return [image_fingerprint(path) for path in tqdm(paths, desc="Fingerprinting images", unit="image")]
+
+
+def image_list_digest(images: list[str]) -> str:
+    """A hash of the image names alone, in order: caches of the same list replace each other."""
+    return hashlib.sha256("\0".join(images).encode("utf-8")).hexdigest()[:24]
+
 
 def feature_cache_path(
     cache_dir: str | Path, images: list[str], encoder_identity: str, transform_description: str
 ) -> Path:
-    """Where the features of `images` (in this order) under this encoder and transform are cached."""
+    """Where the features of `images` (in this order, each `name:fingerprint`) under this encoder and transform
+    are cached."""
     digest = hashlib.sha256()
     for part in (IMAGE_LOADING, encoder_identity, transform_description, *images):
         digest.update(part.encode("utf-8") + b"\0")
@@ -87,10 +117,34 @@ def build_feature_cache(
         # The metadata first, then the features: once the features have their name, both are complete. Two
         # runs building the same cache at once (a sweep) each write their own partial files, then replace.
         partial_metadata = partial.with_suffix(".json")
-        partial_metadata.write_text(json.dumps({**metadata, "unreadable": unreadable}, indent=1))
+        metadata = {**metadata, "image_loading": IMAGE_LOADING, "unreadable": unreadable}
+        partial_metadata.write_text(json.dumps(metadata, indent=1))
         os.replace(partial_metadata, path.with_suffix(".json"))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
         encoder.to(home)
     log.info(f"Feature cache written: {path} ({written} images, {len(unreadable)} unreadable)")
+
+
+def remove_replaced_caches(path: Path) -> None:
+    """Delete the caches that the one at `path` replaces, and log the space freed: those of the same dataset
+    root, image names, encoder and transform (so an image, or how images are read, changed since). Caches of
+    other image lists, encoders or image sizes stay: a later run may want them."""
+    ours = json.loads(path.with_suffix(".json").read_text())
+    for other in sorted(path.parent.glob("features-*.json")):
+        if other.stem == path.stem or ".partial-" in other.name:
+            continue
+        try:
+            theirs = json.loads(other.read_text())
+        except (OSError, ValueError):
+            continue
+        # Caches written before image names were recorded are recognised by their number of images.
+        same = ("dataset_root", "encoder", "transform", "image_names" if "image_names" in theirs else "num_images")
+        if any(theirs.get(key) != ours.get(key) for key in same):
+            continue
+        features = other.with_suffix(".npy")
+        size = features.stat().st_size if features.is_file() else 0
+        features.unlink(missing_ok=True)
+        other.unlink(missing_ok=True)
+        log.info(f"Removed {features}, the feature cache this one replaces: {size / 1e9:.2f} GB freed")

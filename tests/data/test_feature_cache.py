@@ -1,11 +1,16 @@
+import json
+import logging
+import os
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from captioning.data import datamodule as datamodule_module
 from captioning.data.datamodule import CaptionDataModule
-from captioning.data.feature_cache import open_feature_cache
-from captioning.data.images import ImageFolderDataset
+from captioning.data.feature_cache import image_fingerprint, open_feature_cache
+from captioning.data.images import ImageFolderDataset, load_image
 from captioning.model.encoder import ResNet50Encoder
 
 
@@ -151,3 +156,83 @@ def test_building_the_cache_leaves_the_global_random_state_as_it_was(shapes_root
     state = torch.get_rng_state()
     make_datamodule(shapes_root, tmp_path).prepare_data()
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def copy_dataset(source, destination):
+    """A copy as `cp -r` makes it: the same names and bytes, new modification times."""
+    import shutil
+
+    shutil.copytree(source, destination, copy_function=shutil.copyfile)
+    for image in (destination / "images").iterdir():
+        os.utime(image, (2_000_000_000, 2_000_000_000))
+    return destination
+
+
+def test_a_copied_dataset_reuses_the_cache(shapes_root, tmp_path, monkeypatch):
+    built = make_datamodule(shapes_root, tmp_path / "cache")
+    built.prepare_data()
+    copy = copy_dataset(shapes_root, tmp_path / "copy")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the copy re-encoded every image")
+
+    monkeypatch.setattr(datamodule_module, "build_feature_cache", fail)
+    copied = make_datamodule(copy, tmp_path / "cache")
+    copied.prepare_data()
+    assert copied.feature_cache_path == built.feature_cache_path
+
+
+def test_an_exif_orientation_turned_in_place_changes_the_key(tmp_path):
+    # exiftool -Orientation=6 rewrites two bytes of the header: the file keeps its size, the photo turns.
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    noise.save(tmp_path / "photo.jpg", exif=exif.tobytes())
+    before = image_fingerprint(tmp_path / "photo.jpg")
+    data = bytearray((tmp_path / "photo.jpg").read_bytes())
+    tag = data.index(b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x01")  # big-endian entry: tag, SHORT, 1 value: 1
+    data[tag + 9] = 6
+    (tmp_path / "photo.jpg").write_bytes(bytes(data))
+    assert len(data) > 3 * 4096 and load_image(tmp_path / "photo.jpg").size == (240, 320)  # more than is hashed
+    assert image_fingerprint(tmp_path / "photo.jpg") != before
+
+
+def test_a_changed_image_rebuilds_the_cache_and_the_replaced_cache_is_removed(shapes_root, tmp_path, caplog):
+    copy = copy_dataset(shapes_root, tmp_path / "copy")
+    cache = tmp_path / "cache"
+    make_datamodule(copy, cache).prepare_data()
+    other_size = make_datamodule(copy, cache, image_size=32)  # another configuration: kept
+    other_size.prepare_data()
+    old = make_datamodule(copy, cache).locate_features()
+    image = copy / "images" / "shapes_00003.png"
+    Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(image)  # edited, same name
+
+    rebuilt = make_datamodule(copy, cache)
+    with caplog.at_level(logging.INFO, logger="captioning.data.feature_cache"):
+        rebuilt.prepare_data()
+
+    new = rebuilt.feature_cache_path
+    assert new != old and open_feature_cache(new).shape == (12, 4, 2048)
+    remaining = {path.name for path in cache.iterdir()}
+    assert remaining == {p.name for p in (new, new.with_suffix(".json"), other_size.feature_cache_path)} | {
+        other_size.feature_cache_path.with_suffix(".json").name
+    }
+    assert f"Removed {old}" in caplog.text and "GB freed" in caplog.text
+
+
+def test_a_cache_from_before_image_names_were_recorded_is_replaced_too(shapes_root, tmp_path):
+    copy = copy_dataset(shapes_root, tmp_path / "copy")
+    cache = tmp_path / "cache"
+    make_datamodule(copy, cache).prepare_data()
+    old = make_datamodule(copy, cache).locate_features()
+    metadata = json.loads(old.with_suffix(".json").read_text())
+    for key in ("image_names", "image_loading"):  # as this project wrote it before
+        del metadata[key]
+    old.with_suffix(".json").write_text(json.dumps(metadata))
+    (copy / "images" / "shapes_00003.png").write_bytes((copy / "images" / "shapes_00004.png").read_bytes())
+
+    rebuilt = make_datamodule(copy, cache)
+    rebuilt.prepare_data()
+    assert sorted(path.name for path in cache.iterdir()) == sorted(
+        [rebuilt.feature_cache_path.name, rebuilt.feature_cache_path.with_suffix(".json").name]
+    )
