@@ -37,13 +37,23 @@ LOCK_NAME = ".run.lock"
 
 @functools.cache
 def run_suffix() -> str:
-    """What tells apart the runs started in the same second: the Slurm job (and array task) id where there is
-    one, else six random hex digits. Drawn once per process, so every use in a run names the same folder."""
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
-    if job:
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        return f"job{job}" + (f"-{task}" if os.environ.get("SLURM_ARRAY_JOB_ID") and task else "")
-    return secrets.token_hex(3)
+    """What tells apart the runs started in the same second: six random hex digits, drawn once per process so
+    that every use in a run names the same folder. The processes of one distributed run must agree on it, so
+    the tasks of a Slurm step (srun) use their job, array task and step ids, and torchrun's workers its run id."""
+    environ = os.environ
+    job = environ.get("SLURM_ARRAY_JOB_ID") or environ.get("SLURM_JOB_ID")
+    if job and "SLURM_STEP_ID" in environ:
+        ids = [job, environ.get("SLURM_ARRAY_TASK_ID") if "SLURM_ARRAY_JOB_ID" in environ else None]
+        return "job" + "-".join(part for part in (*ids, environ["SLURM_STEP_ID"]) if part)
+    if environ.get("TORCHELASTIC_RUN_ID", "none") != "none":
+        return f"run{environ['TORCHELASTIC_RUN_ID'][:12]}"
+    return (f"job{job}-" if job else "") + secrets.token_hex(3)
+
+
+def is_first_process() -> bool:
+    """False in the other processes of a distributed run (DDP's children, other ranks and nodes): they write
+    into the folder of the first one, which owns it."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 # ${run_suffix:}: outputs/<date_time>_<suffix>, so that two runs launched together never share a folder.
@@ -121,6 +131,8 @@ class RunFolderLock(Callback):
 
     @staticmethod
     def _lock(folder: str) -> None:
+        if not is_first_process():
+            return
         try:
             lock_run_folder(Path(folder))
         except ConfigError as error:

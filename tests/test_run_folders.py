@@ -56,19 +56,26 @@ def test_two_trainings_started_together_get_a_folder_each(tmp_path):
         assert not (folder / LOCK_NAME).exists()  # handed back when the run ended
 
 
-def test_a_job_array_names_its_folders_by_job_and_task(monkeypatch):
-    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4242")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+@pytest.mark.parametrize(
+    ("environment", "suffix"),
+    [
+        ({}, r"[0-9a-f]{6}"),  # a shell loop
+        ({"SLURM_JOB_ID": "4242"}, r"job4242-[0-9a-f]{6}"),  # a loop inside a Slurm job
+        ({"SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_ID": "7", "SLURM_STEP_ID": "0"}, r"job4242-7-0"),
+        ({"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "3"}, r"job4242-3"),  # the ranks of an srun step agree
+        ({"TORCHELASTIC_RUN_ID": "5f0c2a9e-77"}, r"run5f0c2a9e-77"),  # so do torchrun's workers
+    ],
+)
+def test_the_folder_suffix_is_random_unless_the_processes_of_one_run_must_agree(monkeypatch, environment, suffix):
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
     run_suffix.cache_clear()
     try:
-        assert run_suffix() == "job4242-7"
+        assert re.fullmatch(suffix, run_suffix()) and run_suffix() == run_suffix()  # drawn once per process
     finally:
         run_suffix.cache_clear()
-    monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
-    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    assert re.fullmatch(r"[0-9a-f]{6}", run_suffix()) and run_suffix() == run_suffix()  # one per process
-    run_suffix.cache_clear()
 
 
 @pytest.mark.slow  # starts a training and a second run into its folder
