@@ -70,7 +70,7 @@ def warn_of_empty_captions(captions: list[str], beam_size: int, length_penalty: 
     if empty == 0:
         return
     if beam_size > 1:  # a caption that ends at once scores highest when nothing corrects for length
-        remedy = f"<eos> at once outscored every caption; raise eval.length_penalty (now {length_penalty}), e.g. to 1"
+        remedy = f"<eos> at once outscored every caption; raise eval.length_penalty (now {length_penalty})"
     else:
         remedy = "greedy decoding chose <eos> first"
     log.warning(

@@ -30,7 +30,7 @@ class EvaluationSettings:
 
     split: str = "test"  # val | test
     beam_size: int = 3
-    length_penalty: float = 0.0  # beam search ranks by log-probability / length ** this (GNMT's alpha)
+    length_penalty: float = 0.5  # beam search ranks by log-probability / length ** this (GNMT's alpha); see README
     loss_samples: int = 512  # <split>_loss is the mean over this many captions drawn with `seed` (reference: 512)
     num_samples: int = 10  # rows of samples.md
     num_figures: int = 5  # attention figures written (and logged)
