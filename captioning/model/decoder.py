@@ -293,7 +293,7 @@ class AttentionDecoder(nn.Module):
         """Beam search batched over images: the B x K hypotheses advance together as one batch.
 
         Hypotheses are ranked by their summed log-probability divided by length ** `length_penalty` (words,
-        `<eos>` included; GNMT's alpha). With 0, a caption that ends at once often outscores every real one.
+        `<eos>` included; GNMT's alpha). With 0, a caption that ends at once can outscore every real one.
         Returns the highest-ranked hypothesis of each image.
         """
         batch_size, beams = features.size(0), beam_size
@@ -320,7 +320,7 @@ class AttentionDecoder(nn.Module):
             candidates = log_probs + scores  # (B*K, V): summed log-probability of each continuation
             candidate_lengths = lengths + (~finished).unsqueeze(1)  # (B*K, 1): every continuation of a row
             ranked = candidates / candidate_lengths**length_penalty  # (B*K, V)
-            _, flat_index = ranked.view(batch_size, -1).topk(beams, dim=1)  # (B, K) over K x V each
+            ranks, flat_index = ranked.view(batch_size, -1).topk(beams, dim=1)  # (B, K) over K x V each
             origin = (offsets + flat_index // self.vocab_size).view(-1)  # (B*K,) rows the beams come from
             tokens = (flat_index % self.vocab_size).view(-1)  # (B*K,)
             scores = candidates[origin, tokens].unsqueeze(1)  # (B*K, 1)
@@ -335,10 +335,9 @@ class AttentionDecoder(nn.Module):
             # lose log-probability, but its divisor changes with its length: at best it keeps its score up to the
             # largest divisor ahead (the longest length, for a penalty > 0). Once beam 0 has ended and no running
             # beam can overtake it even so, the search is over for that image (no penalty: once beam 0 has ended).
-            best = (scores / lengths**length_penalty).view(batch_size, beams)[:, 0]  # (B,)
             ceiling = scores / ((lengths + 1) ** length_penalty).clamp(min=longest**length_penalty)  # (B*K, 1)
             ceiling = ceiling.masked_fill(finished.unsqueeze(1), float("-inf")).view(batch_size, beams).amax(dim=1)
-            if (finished[::beams] & (best >= ceiling)).all():
+            if (finished[::beams] & (ranks[:, 0] >= ceiling)).all():
                 break
         length = history.size(1)
         best_tokens = history.view(batch_size, beams, length)[:, 0]  # (B, L)
