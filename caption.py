@@ -10,14 +10,19 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from captioning.cli import run_entry_point
+from captioning.config_checks import check_config
 from captioning.inference.captioner import caption_images, find_images
 
 log = logging.getLogger("caption")
 
 
 def caption(cfg: DictConfig) -> list[dict]:
+    """Caption `cfg.image` (a file or a folder) with `cfg.ckpt`; no readable image is an error (exit status 1)."""
+    check_config(cfg)
     images = find_images(Path(to_absolute_path(cfg.image)))
-    results = caption_images(to_absolute_path(cfg.ckpt), images, cfg.beam_size, Path(cfg.paths.output_dir))
+    results = caption_images(
+        to_absolute_path(cfg.ckpt), images, cfg.beam_size, Path(cfg.paths.output_dir), cfg.length_penalty
+    )
     log.info(f"Attention figures in {Path(cfg.paths.output_dir) / 'attention'}")
     return results
 

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from hydra import compose, initialize_config_dir
 
 from captioning.cli import LOCK_NAME, lock_run_folder, run_suffix
 from captioning.errors import ConfigError
@@ -138,3 +139,13 @@ def test_a_run_that_fails_on_its_arguments_leaves_no_folder(tmp_path):
     )
     assert completed.returncode == 1 and "does not exist" in completed.stderr + completed.stdout
     assert not any(path.is_file() or any(path.iterdir()) for path in (tmp_path / "outputs").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "overrides"), [("evaluate", ["ckpt=m.ckpt"]), ("caption", ["ckpt=m", "image=p"])]
+)
+def test_evaluations_and_captions_get_a_folder_of_their_own_too(entry_point, overrides):
+    with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
+        cfg = compose(entry_point, overrides=overrides, return_hydra_config=True)
+    stamp = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
+    assert re.fullmatch(rf"outputs/{stamp}_{re.escape(run_suffix())}_{entry_point}", cfg.hydra.run.dir)

@@ -1,0 +1,40 @@
+"""caption.py as users run it on folders: one without a readable image is an error (exit status 1), and it names
+no attention folder that was never written."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers.runs import PROJECT, compose_train
+from train import train
+
+pytestmark = pytest.mark.slow  # trains a tiny model, then starts caption.py
+
+
+def test_a_folder_without_a_readable_image_exits_1_and_names_no_attention_folder(tmp_path):
+    checkpoint = train(compose_train(tmp_path, "trainer.max_steps=1", "trainer.limit_val_batches=0", "~logger"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (folder / "empty.png").write_bytes(b"")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT / "caption.py"),
+            f"ckpt={checkpoint['last_checkpoint']}",
+            f"image={folder}",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output[-2000:]
+    assert "None of the 2 image(s) given is readable" in output and "Traceback" not in output
+    assert "Attention figures in" not in output
+    assert not (tmp_path / "out").exists()  # nothing was written, so no run folder is left
