@@ -12,6 +12,7 @@ SHARED = {"captioning.errors", "captioning.vocabulary", "captioning.visual"}
 ALLOWED = {
     "shared": set(),
     "captioning.cli": {"shared"},
+    "captioning.config_checks": {"shared"},
     "captioning.data": {"shared"},
     "captioning.model": {"shared"},
     "captioning.evaluation": {"captioning.data", "captioning.model", "shared"},

@@ -115,6 +115,7 @@ def test_caption_any_image_mode_and_size(trained, tmp_path):
             f"ckpt={trained}",
             f"image={folder}",
             "beam_size=2",
+            "length_penalty=0.5",
             f"paths.root_dir={tmp_path}",
             f"paths.output_dir={tmp_path / 'out'}",
         ],
