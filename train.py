@@ -31,9 +31,10 @@ def train(cfg: DictConfig) -> dict:
     datamodule.load_annotations()  # the vocabulary, and so the model's output layer, comes from them
     if cfg.ckpt_path:
         checkpoint = read_checkpoint(cfg.ckpt_path)
-        check_unfinished(checkpoint, cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"))
         vocabulary = checkpoint_vocabulary(checkpoint)
+        # Another model or vocabulary first: that checkpoint cannot be resumed at all, finished or not.
         check_resumable(checkpoint, dict(cfg.model), datamodule.vocabulary_coverage(vocabulary))
+        check_unfinished(checkpoint, cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"))
         datamodule.vocabulary = vocabulary
     else:
         datamodule.vocabulary = datamodule.build_vocabulary()

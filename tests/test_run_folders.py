@@ -11,8 +11,8 @@ import time
 import pytest
 from hydra import compose, initialize_config_dir
 
-from captioning.cli import LOCK_NAME, lock_run_folder, run_suffix
 from captioning.errors import ConfigError
+from captioning.run_folders import LOCK_NAME, lock_run_folder, run_suffix
 from tests.helpers.runs import PROJECT, train_command
 
 QUIET = {**os.environ, "PYTHONWARNINGS": "ignore"}
