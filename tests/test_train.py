@@ -1,8 +1,6 @@
 """train.py as users run it: configs composed by Hydra, tiny data, a few steps."""
 
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import lightning as L
@@ -13,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from captioning.errors import CheckpointError
 from tests.helpers.layouts import tiny_shapes, write_layout
-from tests.helpers.runs import PROJECT, compose_config, compose_flickr, compose_train, train_command
+from tests.helpers.runs import PROJECT, compose_config, compose_flickr, compose_train, run_quietly, train_command
 from train import train
 
 pytestmark = pytest.mark.slow  # trains, evaluates or starts processes
@@ -146,14 +144,7 @@ def test_sweep_runs_every_job_into_its_own_directory(tmp_path):
         "trainer.max_steps=1",
         "trainer.limit_val_batches=1",
     )
-    completed = subprocess.run(
-        command,
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+    completed = run_quietly(command, cwd=PROJECT)
     assert completed.returncode == 0, completed.stderr[-3000:]
 
     jobs = sorted(path.name for path in (tmp_path / "sweep").iterdir() if path.is_dir())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,3 +65,9 @@ def train_command(tmp_path: Path, run_dir: Path, *overrides: str) -> list[str]:
         f"hydra.run.dir={run_dir}",
         *overrides,
     ]
+
+
+def run_quietly(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """An entry point as a user starts it, its output captured, Python's warnings left out of it."""
+    environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=environment)

@@ -1,13 +1,11 @@
 """caption.py as users run it on folders: one without a readable image is an error (exit status 1), and it names
 no attention folder that was never written."""
 
-import os
-import subprocess
 import sys
 
 import pytest
 
-from tests.helpers.runs import PROJECT, compose_train
+from tests.helpers.runs import PROJECT, compose_train, run_quietly
 from train import train
 
 pytestmark = pytest.mark.slow  # trains a tiny model, then starts caption.py
@@ -19,7 +17,7 @@ def test_a_folder_without_a_readable_image_exits_1_and_names_no_attention_folder
     folder.mkdir()
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     (folder / "empty.png").write_bytes(b"")
-    completed = subprocess.run(
+    completed = run_quietly(
         [
             sys.executable,
             str(PROJECT / "caption.py"),
@@ -28,10 +26,6 @@ def test_a_folder_without_a_readable_image_exits_1_and_names_no_attention_folder
             f"hydra.run.dir={tmp_path / 'out'}",
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 1, output[-2000:]

@@ -97,16 +97,20 @@ def test_the_graph_step_needs_a_gpu():
         module.compute_gradients(torch.randn(2, 7, 32, dtype=torch.float64), torch.ones(2, 4, dtype=torch.long))
 
 
-@needs_cuda
-def test_graph_steps_train_as_the_eager_packed_steps_on_the_gpu():
+def assert_trains_as_the_eager_packed_steps_on_the_gpu(module: CaptioningModule) -> None:
+    """Two epochs of `module` (float32 on the GPU) end with the weights of the packed eager steps."""
     epochs = epochs_of_batches("cuda", torch.float32)
     torch.backends.cuda.matmul.allow_tf32 = False
     packed = train(make_module("packed", "cuda", torch.float32), epochs)
+    assert_same_training(packed, train(module, epochs), tolerance=1e-4)
+
+
+@needs_cuda
+def test_graph_steps_train_as_the_eager_packed_steps_on_the_gpu():
     graph_module = make_module("auto", "cuda", torch.float32)
-    graph = train(graph_module, epochs)
+    assert_trains_as_the_eager_packed_steps_on_the_gpu(graph_module)
     assert len(graph_module._graphs) == 1  # the partial batches replayed the same graph
     assert graph_module._graphs[next(iter(graph_module._graphs))].graph is not None
-    assert_same_training(packed, graph, tolerance=1e-4)
 
 
 @needs_cuda
@@ -127,10 +131,6 @@ def test_bf16_graph_steps_learn_on_the_gpu():
 
 @needs_cuda
 def test_compiled_graph_steps_train_as_the_eager_packed_steps_on_the_gpu():
-    epochs = epochs_of_batches("cuda", torch.float32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    packed = train(make_module("packed", "cuda", torch.float32), epochs)
     compiled_module = make_module("graph", "cuda", torch.float32)
     compiled_module.decoder.compile_step()
-    compiled = train(compiled_module, epochs)
-    assert_same_training(packed, compiled, tolerance=1e-4)
+    assert_trains_as_the_eager_packed_steps_on_the_gpu(compiled_module)

@@ -1,12 +1,9 @@
 """Resuming a run that already reached its end says so, and how to train longer, instead of exiting 0 as if it had
 trained."""
 
-import os
-import subprocess
-
 import pytest
 
-from tests.helpers.runs import PROJECT, compose_train, train_command
+from tests.helpers.runs import PROJECT, compose_train, run_quietly, train_command
 from train import train
 
 pytestmark = pytest.mark.slow  # trains a tiny model, then starts train.py
@@ -15,13 +12,9 @@ pytestmark = pytest.mark.slow  # trains a tiny model, then starts train.py
 def test_resuming_a_finished_run_says_it_has_finished_and_how_to_train_longer(tmp_path):
     first = train(compose_train(tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "~logger"))
     last = first["last_checkpoint"]
-    completed = subprocess.run(
+    completed = run_quietly(
         train_command(tmp_path, tmp_path / "resumed", f"ckpt_path={last}", "trainer.max_epochs=1", "~logger"),
         cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 1, output[-2000:]
