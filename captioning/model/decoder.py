@@ -108,6 +108,14 @@ class AttentionDecoder(nn.Module):
         bias = F.pad(self.context_gate.bias, (attention_dim, self.hidden_to_gates.out_features))
         return weight, bias
 
+    def _teacher_forcing_products(self, plain: bool = False) -> tuple[Product, Product]:
+        """The step's two weight products (hidden state, context) for a teacher-forced pass: each weight's
+        gradient is one product over all steps (`BatchedWeightLinear`); `plain` products instead for the
+        compiled step, as the compiler cannot see into that tape."""
+        if plain:
+            return self._plain_hidden_product(), functools.partial(F.linear, weight=self.context_to_gates.weight)
+        return BatchedWeightLinear(*self._hidden_weights()), BatchedWeightLinear(self.context_to_gates.weight)
+
     def _plain_hidden_product(self) -> Product:
         """h @ `_hidden_weights`, with autograd's own gradients (generation needs none)."""
         weight, bias = self._hidden_weights()
@@ -166,8 +174,7 @@ class AttentionDecoder(nn.Module):
         steps = torch.arange(length, device=captions.device)
         running = lengths[order].unsqueeze(0) > steps.unsqueeze(1)  # (T, B)
         active_counts = [count for count in running.sum(dim=1).tolist() if count > 0]
-        hidden_product = BatchedWeightLinear(*self._hidden_weights())
-        region_product = BatchedWeightLinear(self.context_to_gates.weight)
+        hidden_product, region_product = self._teacher_forcing_products()
         hiddens, attention = [], []
         for step, active in enumerate(active_counts):
             (hidden, cell), weights = self._step(
@@ -216,12 +223,7 @@ class AttentionDecoder(nn.Module):
         projected, hidden, cell = self._initial_state(normalised)
         word_gates = self._word_gates(inputs)  # (B, T, 4H)
         step_function = self._compiled_step or self._step
-        if self._compiled_step is None:
-            hidden_product = BatchedWeightLinear(*self._hidden_weights())
-            region_product = BatchedWeightLinear(self.context_to_gates.weight)
-        else:  # products the compiler can see through (a tape of its own is opaque to it)
-            hidden_product = self._plain_hidden_product()
-            region_product = functools.partial(F.linear, weight=self.context_to_gates.weight)
+        hidden_product, region_product = self._teacher_forcing_products(plain=self._compiled_step is not None)
         hiddens, attention = [], []
         for step in range(inputs.size(1)):
             (hidden, cell), weights = step_function(

@@ -73,6 +73,9 @@ class CaptioningModule(L.LightningModule):
         )
         if compile_step:
             self.decoder.compile_step()
+        # The padded paths' fixed shapes: as many rows as the largest batch so far, and one CUDA graph per shape.
+        self._padded_rows = 0
+        self._graphs: dict[tuple, GraphedStep] = {}
 
     # --- checkpoints without the frozen encoder ----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -160,7 +163,10 @@ class CaptioningModule(L.LightningModule):
         Returns the cross-entropy, the number of words and the penalty, detached."""
         cross_entropy, words, penalty = self.caption_loss(features, captions, padded)
         loss = cross_entropy + penalty
-        self.manual_backward(loss) if self._trainer is not None else loss.backward()
+        if self._trainer is not None:
+            self.manual_backward(loss)
+        else:  # a module driven by hand (the benchmarks, the tests)
+            loss.backward()
         if self.hparams.get("gradient_clip_norm"):
             torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), self.hparams.gradient_clip_norm)
         return cross_entropy.detach(), words, penalty.detach()
@@ -178,7 +184,7 @@ class CaptioningModule(L.LightningModule):
         rows, length = len(captions), self.hparams.max_caption_length + 2  # <bos> words <eos>
         if captions.size(1) > length:
             raise ValueError(f"Captions of {captions.size(1)} tokens exceed max_caption_length + 2 = {length}")
-        self._padded_rows = max(getattr(self, "_padded_rows", rows), rows)
+        self._padded_rows = max(self._padded_rows, rows)
         blank_rows = self._padded_rows - rows
         # Normalised before the blank rows join, so that they do not count in the normalisation's statistics.
         features = F.pad(self.decoder.normalise(features), (0, 0, 0, 0, 0, blank_rows))
@@ -186,11 +192,10 @@ class CaptioningModule(L.LightningModule):
         if kind == "padded":
             self.decoder.zero_grad(set_to_none=True)
             return self.learn(features, captions, padded=True)
-        graphs = self.__dict__.setdefault("_graphs", {})  # one per shape: not a module attribute, not saved
         key = (tuple(features.shape), features.dtype, torch.is_autocast_enabled("cuda"))
-        if key not in graphs:
-            graphs[key] = GraphedStep(functools.partial(self.learn, padded=True), self.decoder.parameters())
-        return graphs[key](features, captions)
+        if key not in self._graphs:
+            self._graphs[key] = GraphedStep(functools.partial(self.learn, padded=True), self.decoder.parameters())
+        return self._graphs[key](features, captions)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()
