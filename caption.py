@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-from captioning.cli import run_entry_point
+from captioning.cli import check_command_line, register_resolvers, run_entry_point
 from captioning.config_checks import check_config
 from captioning.inference.captioner import caption_images, find_images
 
@@ -33,4 +34,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_resolvers()
+    check_command_line(Path(__file__).parent / "conf", "caption", sys.argv[1:])  # a mistyped key, before any folder
     main()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import hydra
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
 
-from captioning.cli import run_entry_point
+from captioning.cli import check_command_line, register_resolvers, run_entry_point
 from captioning.config_checks import check_config
 from captioning.evaluation.run import evaluate_checkpoint
 
@@ -31,4 +34,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_resolvers()
+    check_command_line(Path(__file__).parent / "conf", "evaluate", sys.argv[1:])  # a mistyped key, before any folder
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -12,7 +13,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from captioning.cli import run_entry_point
+from captioning.cli import check_command_line, register_resolvers, run_entry_point
 from captioning.config_checks import check_config
 from captioning.evaluation.run import evaluate_checkpoint
 from captioning.model.checkpoint import checkpoint_vocabulary, read_checkpoint
@@ -97,4 +98,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_resolvers()
+    check_command_line(Path(__file__).parent / "conf", "train", sys.argv[1:])  # a mistyped key, before any folder
     main()

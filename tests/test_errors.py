@@ -56,18 +56,20 @@ def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     ("script", "overrides", "message"),
     [
         ("train.py", ["data=flickr30k", "data.root={tmp}/nowhere"], "does not exist. Point data.root"),
-        ("train.py", ["data=flickr30k", "data.root={tmp}", "data.format=coco"], "Unknown data.format='coco'"),
+        ("train.py", ["data=flickr30k", "data.root={tmp}", "data.format=coco"], "data.format=coco is not one of auto"),
         ("train.py", ["data=flickr8k", "data.root={tmp}/one_image"], "The train split of"),  # its image is test's
         ("evaluate.py", ["ckpt={tmp}/missing.ckpt"], "does not exist: pass the path of a .ckpt"),
         ("caption.py", ["ckpt={tmp}/bad.ckpt", "image={tmp}"], "bad.ckpt is not a checkpoint"),
-        (  # raised inside Hydra's instantiate, which wraps it
+        (
             "train.py",
-            [
-                "model.encoder.weights=IMAGENET_BEST",
-                "debug=default",
-            ],
-            "Unknown model.encoder.weights='IMAGENET_BEST'",
+            ["model.encoder.weights=IMAGENET_BEST", "debug=default"],
+            "model.encoder.weights=IMAGENET_BEST is not one of IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT, null",
         ),
+        ("train.py", ["data=flickr30k", "data.root={tmp}/photo.png"], "is a file, not a folder: data.root is"),
+        # A mistyped key, named with the nearest ones before Hydra starts.
+        ("train.py", ["debug=default", "trainer.max_epoch=3"], "Did you mean trainer.max_epochs=3"),
+        ("train.py", ["debug=default", "+trainer.max_epoch=3"], "lightning.pytorch.Trainer does not take. Did you"),
+        ("evaluate.py", ["ckpt={tmp}/bad.ckpt", "eval.beam=2"], "Did you mean eval.beam_size=2"),
         # Values that cannot work, named with a valid example before anything is built.
         ("train.py", ["debug=default", "data.batch_size=0"], "data.batch_size=0 cannot work: it must be a batch"),
         ("train.py", ["debug=default", "model.optimizer.lr=abc"], "e.g. model.optimizer.lr=1e-3"),
@@ -93,6 +95,7 @@ def test_entry_points_fail_with_a_message_and_no_traceback(tmp_path, script, ove
     assert completed.returncode == 1, output[-2000:]
     assert message in output
     assert "Traceback" not in output
+    assert not (tmp_path / "run").exists()  # no empty run folder left behind
 
 
 def test_an_empty_file_a_picture_and_a_folder_passed_as_checkpoints_say_what_they_are(tmp_path):

@@ -144,8 +144,14 @@ def test_a_run_that_fails_on_its_arguments_leaves_no_folder(tmp_path):
 @pytest.mark.parametrize(
     ("entry_point", "overrides"), [("evaluate", ["ckpt=m.ckpt"]), ("caption", ["ckpt=m", "image=p"])]
 )
-def test_evaluations_and_captions_get_a_folder_of_their_own_too(entry_point, overrides):
+def test_evaluations_and_captions_get_a_folder_of_their_own_too(entry_point, overrides, monkeypatch):
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
     with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
         cfg = compose(entry_point, overrides=overrides, return_hydra_config=True)
+        training = compose("train", return_hydra_config=True)
     stamp = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
-    assert re.fullmatch(rf"outputs/{stamp}_{re.escape(run_suffix())}_{entry_point}", cfg.hydra.run.dir)
+    folder = re.fullmatch(rf"outputs/{stamp}_([0-9a-f]{{6}})_{entry_point}", cfg.hydra.run.dir)
+    assert folder, cfg.hydra.run.dir
+    # One suffix per process: a training composed beside it names the same one.
+    assert training.hydra.run.dir.endswith("_" + folder.group(1))
