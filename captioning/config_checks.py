@@ -5,11 +5,17 @@ its key and a valid example, instead of a traceback minutes later or a run that 
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Callable
 
+from lightning.fabric.connector import _PRECISION_INPUT  # the values Lightning's Trainer takes
 from omegaconf import DictConfig, OmegaConf
+from torchvision.models import ResNet50_Weights
 
+from captioning.data.readers import LAYOUTS
 from captioning.errors import ConfigError
+from captioning.evaluation.run import EVALUATION_SPLITS
+from captioning.model.lightning_module import FLOAT16_UNSUPPORTED, TRAIN_STEPS, UNSUPPORTED_PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,22 @@ RULES: list[tuple[str, Callable[[object], bool], str, str]] = [
 ]
 
 
+def _literals(annotation: object) -> tuple:
+    """The values of a (nested) typing.Literal, a Union of them included."""
+    arguments = typing.get_args(annotation)
+    return tuple(value for argument in arguments for value in (_literals(argument) or (argument,)))
+
+
+# (key, the values that work); a key absent or null is not checked.
+CHOICES: list[tuple[str, tuple]] = [
+    ("model.train_step", TRAIN_STEPS),
+    ("model.encoder.weights", (*ResNet50_Weights.__members__, None)),  # null: random weights, offline
+    ("trainer.precision", tuple(value for value in _literals(_PRECISION_INPUT) if value not in UNSUPPORTED_PRECISIONS)),
+    ("eval.split", EVALUATION_SPLITS),
+    ("data.format", ("auto", *LAYOUTS)),
+]
+
+
 def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     """The keys left mandatory (???) in `cfg`, Hydra's own settings aside; nothing is resolved on the way."""
     missing = []
@@ -104,6 +126,13 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if value is not None and not works(value):
             problems.append(f"{key}={_shown(value)} cannot work: it must be {valid}, e.g. {key}={example}.")
+    for key, choices in CHOICES:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if key == "trainer.precision" and value in UNSUPPORTED_PRECISIONS:
+            problems.append(FLOAT16_UNSUPPORTED)
+        elif value is not None and value not in choices:
+            shown = ", ".join(_shown(choice) for choice in choices)
+            problems.append(f"{key}={_shown(value)} is not one of {shown}: e.g. {key}={choices[0]}.")
     if problems:
         raise ConfigError(" ".join(problems))
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)

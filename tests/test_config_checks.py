@@ -2,13 +2,14 @@
 otherwise than a user may expect are said."""
 
 import logging
+import re
 
 import pytest
 from omegaconf import OmegaConf
 
 from captioning.config_checks import check_config
 from captioning.errors import ConfigError
-from tests.helpers.runs import compose_config, compose_evaluate, compose_train
+from tests.helpers.runs import compose_config, compose_evaluate, compose_flickr, compose_train
 
 
 @pytest.mark.parametrize("overrides", [[], ["experiment=reference"], ["experiment=quickstart"], ["trainer=gpu"]])
@@ -70,3 +71,23 @@ def test_a_missing_value_is_named_without_resolving_the_rest():
     cfg = OmegaConf.create({"ckpt": "???", "paths": {"output_dir": "${hydra:runtime.output_dir}"}})
     with pytest.raises(ConfigError, match=r"^ckpt has no value: pass one, e\.g\. ckpt=outputs/"):
         check_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.train_step=fastest", "model.train_step=fastest is not one of auto, packed"),
+        ("trainer.precision=bf32", "trainer.precision=bf32 is not one of"),
+        ("trainer.precision=16-mixed", "trainer.precision=16-mixed is not supported"),
+        ("eval.split=train", "eval.split=train is not one of test, val"),
+        ("data.format=coco", "data.format=coco is not one of auto, karpathy"),
+        ("model.encoder.weights=IMAGENET1K_V3", "model.encoder.weights=IMAGENET1K_V3 is not one of IMAGENET1K_V1"),
+    ],
+)
+def test_a_key_with_a_fixed_set_of_choices_is_checked_before_any_annotation_is_read(tmp_path, override, message):
+    from train import train
+
+    # data.root does not exist: reading the annotations would raise DatasetNotFoundError instead.
+    cfg = compose_flickr(tmp_path, tmp_path / "nowhere", override)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(cfg)

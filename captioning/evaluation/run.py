@@ -23,6 +23,8 @@ from captioning.visual.attention import save_attention_figure
 
 log = logging.getLogger(__name__)
 
+EVALUATION_SPLITS = ("test", "val")  # the held-out splits, the default first
+
 
 @dataclass
 class EvaluationSettings:
@@ -49,7 +51,7 @@ def evaluate_checkpoint(
     `data_overrides`), write the reports into `output_dir` and return the metrics. Only the scored split is
     read and, unless the training run's feature cache is there, encoded."""
     split = settings.split
-    if split not in ("val", "test"):
+    if split not in EVALUATION_SPLITS:
         raise DatasetFormatError(f"Cannot evaluate on eval.split={split!r}: use val or test.")
     checkpoint = read_checkpoint(checkpoint_path)
     module = load_captioner(checkpoint).to("cuda" if torch.cuda.is_available() else "cpu")

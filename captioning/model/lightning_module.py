@@ -24,6 +24,12 @@ REFERENCE_SCHEDULER: SchedulerFactory = functools.partial(torch.optim.lr_schedul
 # How a training batch is computed: captions packed (each step runs only the captions still going), padded
 # to fixed shapes, or padded and replayed from a CUDA graph; `auto` is the graph on one GPU, packed elsewhere.
 TRAIN_STEPS = ("auto", "packed", "padded", "graph")
+# float16 mixed precision (and its aliases): its loss scaling would need the gradients unscaled before clipping.
+UNSUPPORTED_PRECISIONS = ("16-mixed", "16", 16)
+FLOAT16_UNSUPPORTED = (
+    "trainer.precision=16-mixed is not supported: its loss scaling would need the gradients unscaled before "
+    "clipping. Use trainer.precision=bf16-mixed (as trainer=gpu does) or 32-true."
+)
 
 
 class CaptioningModule(L.LightningModule):
@@ -235,11 +241,8 @@ class CaptioningModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         options = {}
-        if self._trainer is not None and str(self.trainer.precision) == "16-mixed":
-            raise ConfigError(
-                "trainer.precision=16-mixed is not supported: its loss scaling would need the gradients unscaled "
-                "before clipping. Use trainer.precision=bf16-mixed (as trainer=gpu does) or 32-true."
-            )
+        if self._trainer is not None and str(self.trainer.precision) in UNSUPPORTED_PRECISIONS:
+            raise ConfigError(FLOAT16_UNSUPPORTED)
         chosen = getattr(self.optimizer_factory, "keywords", {})
         if "fused" in inspect.signature(self.optimizer_factory).parameters and "fused" not in chosen:
             options["fused"] = True  # one kernel per step for all the weights
