@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import pandas as pd
 
 from captioning.data.images import IMAGE_SUFFIXES
+from captioning.data.shapes import ANNOTATION_FILE as GENERATED_ANNOTATION_FILE
 from captioning.errors import DatasetFormatError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,11 @@ class Layout:
         header = "after a header line" if self.header else "with no header"
         return f"`{self.row}`, fields separated by {self.separator!r}, {header}"
 
-    def match(self, file_names: list[str]) -> str | None:
-        """The name of this layout's annotation file among `file_names` (never a lemmatised copy), or None."""
+    def match(self, file_names: list[str], generated: bool = False) -> str | None:
+        """The name of this layout's annotation file among `file_names` (never a lemmatised copy, and the
+        built-in dataset's generated file only if `generated`), or None."""
+        if not generated:
+            file_names = [name for name in file_names if name != GENERATED_ANNOTATION_FILE]
         for pattern in self.files:
             matches = [name for name in fnmatch.filter(file_names, pattern) if "lemma" not in name.lower()]
             if matches:
@@ -117,32 +121,44 @@ def _describe_contents(folder: Path, limit: int = 8) -> str:
     return "it holds " + ", ".join(entries[:limit]) + more
 
 
-def find_annotation_file(root: Path, format: str = "auto") -> tuple[Path, str]:
+def find_annotation_file(root: Path, format: str = "auto", generated: bool = False) -> tuple[Path, str]:
     """The annotation file of `format` (any layout for auto) and its layout, in `root` or one folder down
-    (where an archive unpacks into a folder of its own)."""
+    (where an archive unpacks into a folder of its own). The built-in dataset's generated `dataset_shapes.json`
+    counts only for a `generated` root: a Flickr run never reads it."""
     wanted = LAYOUTS if format == "auto" else {format: LAYOUTS[format]}
     for folder in (root, *(root / name for name in _listing(root)[0])):
         file_names = _listing(folder)[1]
         for name, layout in wanted.items():
-            file_name = layout.match(file_names)
+            file_name = layout.match(file_names, generated)
             if file_name is not None:
                 return folder / file_name, name
     expected = ", ".join(layout.description for layout in wanted.values())
+    ignored = (
+        f" ({GENERATED_ANNOTATION_FILE}, the built-in dataset's, is never read for other data)"
+        if not generated and (root / GENERATED_ANNOTATION_FILE).is_file()
+        else ""
+    )
     raise DatasetNotFoundError(
         f"No annotations in {root} nor in the folders inside it: expected {'one of ' if len(wanted) > 1 else ''}"
-        f"{expected}, but {_describe_contents(root)}. Point data.root at the folder that holds the annotation file "
-        "(or its parent)."
+        f"{expected}, but {_describe_contents(root)}{ignored}. Point data.root at the folder that holds the "
+        "annotation file (or its parent)."
     )
 
 
-def detect_format(root: Path) -> str:
+def detect_format(root: Path, generated: bool = False) -> str:
     """Name the layout that `root` holds, preferring the one that carries its own split."""
-    return find_annotation_file(root)[1]
+    return find_annotation_file(root, generated=generated)[1]
 
 
-def read_annotations(root: str | Path, format: str = "auto") -> AnnotationTable:
-    """Read the captions of the dataset in `root`, in `format` or the detected layout."""
+def read_annotations(root: str | Path, format: str = "auto", generated: bool = False) -> AnnotationTable:
+    """Read the captions of the dataset in `root`, in `format` or the detected layout; `generated`: `root` holds
+    the built-in dataset, whose generated annotation file is read only then."""
     root = Path(root)
+    if root.is_file():
+        raise DatasetNotFoundError(
+            f"data.root={root} is a file, not a folder: data.root is the folder that holds the annotations and "
+            f"images, e.g. data.root={root.parent}."
+        )
     if not root.is_dir():
         raise DatasetNotFoundError(
             f"Dataset root {root} does not exist. Point data.root at the folder that holds the "
@@ -150,7 +166,7 @@ def read_annotations(root: str | Path, format: str = "auto") -> AnnotationTable:
         )
     if format != "auto" and format not in LAYOUTS:
         raise DatasetFormatError(f"Unknown data.format={format!r}: use auto or one of {', '.join(LAYOUTS)}.")
-    path, format = find_annotation_file(root, format)
+    path, format = find_annotation_file(root, format, generated)
     log.info(f"Annotations: {path} (data.format={format})")
     rows, malformed = READERS[format](path)
     if not rows:
@@ -380,7 +396,7 @@ READERS: dict[str, Callable[[Path], tuple[list[Row], list[int]]]] = {
 def _split_beside(folder: Path) -> tuple[dict[str, str], str] | None:
     """The split that a folder gives the split-less annotation file in or under it, and where it comes from: a
     Karpathy JSON, else Flickr8k's official lists (`Flickr_8k.trainImages.txt`, `.devImages.txt`, `.testImages.txt`)."""
-    karpathy = LAYOUTS["karpathy"].match(_listing(folder)[1])
+    karpathy = LAYOUTS["karpathy"].match(_listing(folder)[1])  # never the built-in dataset's generated file
     if karpathy is not None:
         rows, _ = read_karpathy_json(folder / karpathy)
         return {image: split for image, split, _ in rows}, karpathy

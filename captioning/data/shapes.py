@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
+
+from captioning.errors import DatasetFormatError
+from captioning.folders import writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +154,33 @@ def _written_atomically(path: Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
+def _foreign_entries(root: Path) -> list[str]:
+    """What `root` holds besides a shapes dataset (complete or partly written): the generator writes only into
+    an empty folder or over itself, never among a user's files."""
+    if not root.exists():
+        return []
+    if not root.is_dir():
+        return [root.name]
+    foreign = []
+    for entry in sorted(root.iterdir()):
+        if entry.name == ANNOTATION_FILE:
+            try:
+                generated = "generator" in json.loads(entry.read_text())
+            except (OSError, ValueError):
+                generated = False
+            if not generated:
+                foreign.append(entry.name)
+        elif entry.name == "images" and entry.is_dir():
+            foreign += [
+                f"images/{image.name}"
+                for image in sorted(entry.iterdir())
+                if not (re.fullmatch(r"shapes_\d{5}\.png", image.name) or image.name.startswith("."))
+            ]
+        elif not entry.name.startswith(f".{ANNOTATION_FILE}.partial-"):
+            foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+    return foreign
+
+
 def generate_shapes_dataset(
     root: str | Path,
     num_images: int = 1500,
@@ -158,7 +189,8 @@ def generate_shapes_dataset(
     seed: int = 0,
     image_size: int = 224,
 ) -> Path:
-    """Write the dataset into `root` unless the same one is already there; returns the annotation file."""
+    """Write the dataset into `root` unless the same one is already there; returns the annotation file. A `root`
+    that holds anything else is refused (DatasetFormatError), and nothing is written."""
     root = Path(root)
     annotation_path = root / ANNOTATION_FILE
     settings = {
@@ -169,13 +201,21 @@ def generate_shapes_dataset(
         "seed": seed,
         "image_size": image_size,
     }
+    foreign = _foreign_entries(root)
+    if foreign:
+        shown = ", ".join(foreign[:6]) + (f" and {len(foreign) - 6} more" if len(foreign) > 6 else "")
+        raise DatasetFormatError(
+            f"The built-in shapes dataset is not generated into {root}: it holds other files ({shown}), and the "
+            "project never writes among a user's data. Leave data.root out (data/shapes) or name an empty folder. "
+            "A checkpoint trained on the built-in data is evaluated on it alone: leave data.root out of evaluate.py."
+        )
     if annotation_path.is_file():
         if json.loads(annotation_path.read_text()).get("generator") == settings:
             return annotation_path
         log.info(f"Regenerating {root}: its settings differ from {settings}")
     if num_images < val_images + test_images + 1:
         raise ValueError(f"num_images={num_images} leaves no training image after the val and test splits")
-    (root / "images").mkdir(parents=True, exist_ok=True)
+    (writable_folder(root, "paths.data_dir") / "images").mkdir(exist_ok=True)
     rng = random.Random(seed)
     entries = []
     for index in tqdm(range(num_images), desc=f"Generating the shapes dataset in {root}", unit="image"):

@@ -77,4 +77,7 @@ def checkpoint_data_config(checkpoint: dict) -> dict:
     config = checkpoint.get("run_config", {}).get("data")
     if not config:
         raise CheckpointError("The checkpoint holds no data configuration: it was not written by train.py.")
-    return {key: value for key, value in config.items() if key not in _RETIRED_DATA_SETTINGS}
+    config = {key: value for key, value in config.items() if key not in _RETIRED_DATA_SETTINGS}
+    # Checkpoints written before `generated` existed: the built-in data is the one with a builder.
+    config.setdefault("generated", config.get("dataset_builder") is not None)
+    return config

@@ -30,6 +30,7 @@ def test_a_datamodule_of_one_split_encodes_and_serves_only_that_split(shapes_roo
         min_word_frequency=1,
         encoder=ResNet50Encoder(None),
         splits=["val"],
+        generated=True,
     )
     datamodule.prepare_data()
     datamodule.setup()

@@ -4,9 +4,11 @@ import os
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from captioning.data.shapes import ANNOTATION_FILE, generate_shapes_dataset
+from captioning.errors import DatasetFormatError
 
 TINY = dict(num_images=12, val_images=2, test_images=2, image_size=64)
 
@@ -69,3 +71,25 @@ def test_generating_the_same_dataset_again_rewrites_nothing(tmp_path):
     written = identities()
     generate_shapes_dataset(tmp_path, **TINY)
     assert identities() == written
+
+
+def test_the_built_in_dataset_is_never_generated_among_a_users_files(tmp_path):
+    users = tmp_path / "flickr30k"
+    (users / "flickr30k_images").mkdir(parents=True)
+    (users / "flickr30k_images" / "results.csv").write_text("image_name| comment_number| comment\n")
+    Image.new("RGB", (8, 8)).save(users / "flickr30k_images" / "1000092795.jpg")
+    before = {name: (users / name).read_bytes() for name in dataset_files(users)}
+    with pytest.raises(DatasetFormatError, match=r"not generated into .*flickr30k: it holds other files \(flickr30k"):
+        generate_shapes_dataset(users, **TINY)
+    assert {name: (users / name).read_bytes() for name in dataset_files(users)} == before  # nothing written
+    assert sorted(path.name for path in users.iterdir()) == ["flickr30k_images"]
+
+
+def test_a_generation_cut_short_is_completed_and_an_older_one_regenerated(tmp_path):
+    generate_shapes_dataset(tmp_path, **TINY)
+    (tmp_path / ANNOTATION_FILE).unlink()  # killed before its last write: images only
+    (tmp_path / "images" / "shapes_00011.png").unlink()
+    generate_shapes_dataset(tmp_path, **TINY)
+    assert len(dataset_files(tmp_path)) == 13
+    generate_shapes_dataset(tmp_path, **{**TINY, "seed": 1})  # other settings: its own files are replaced
+    assert json.loads((tmp_path / ANNOTATION_FILE).read_text())["generator"]["seed"] == 1

@@ -6,13 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from caption import caption
-from captioning.errors import CheckpointError, DatasetFormatError, DatasetNotFoundError
+from captioning.errors import CheckpointError, ConfigError, DatasetFormatError, DatasetNotFoundError
 from evaluate import evaluate
-from tests.helpers.layouts import memorisable_dataset
+from tests.helpers.layouts import memorisable_dataset, tiny_shapes, write_layout
 from tests.helpers.runs import compose_config, compose_evaluate, compose_flickr, compose_train
 from train import train
 
@@ -62,7 +63,7 @@ def test_evaluate_writes_metrics_predictions_samples_and_figures(trained, tmp_pa
     ):
         assert key in metrics, key
     assert metrics["num_images"] == 2 and metrics["beam_size"] == 2 and metrics["split"] == "test"
-    assert metrics["length_penalty"] == 0.5 and 0 <= metrics["empty_captions"] <= 1
+    assert metrics["length_penalty"] == 0.5
     assert metrics["loss_samples"] == 7 and metrics["test_loss"] > 0 and metrics["test_loss_full"] > 0
     assert metrics == result["metrics"]
 
@@ -73,22 +74,28 @@ def test_evaluate_writes_metrics_predictions_samples_and_figures(trained, tmp_pa
         assert len(prediction["attention"]) == len(prediction["generated"].split())  # one row per word
         for row in prediction["attention"]:
             assert len(row) == 49 and abs(sum(row) - 1) < 1e-5
+    empty = sum(prediction["generated"] == "" for prediction in predictions) / len(predictions)
+    assert metrics["empty_captions"] == empty
     assert (out / "samples.md").read_text().startswith("| image | generated | ground truth |")
     figures = sorted((out / "attention").glob("*.png"))
     assert len(figures) == 2 and all(Image.open(figure).size[0] > 200 for figure in figures)
     assert (out / "tensorboard").is_dir()
 
 
-def test_test_loss_sample_is_deterministic(trained, tmp_path):
-    first = evaluate(compose_evaluate(tmp_path / "a", f"ckpt={trained}", "eval.loss_samples=3", "~logger"))
-    second = evaluate(compose_evaluate(tmp_path / "b", f"ckpt={trained}", "eval.loss_samples=3", "~logger"))
-    assert first["metrics"]["test_loss"] == second["metrics"]["test_loss"]
+def test_the_test_loss_sample_is_drawn_by_its_seed(trained, tmp_path):
+    def test_loss(folder: str, seed: int) -> float:
+        settings = ["eval.loss_samples=3", f"eval.seed={seed}", "eval.num_figures=0", "~logger"]
+        return evaluate(compose_evaluate(tmp_path / folder, f"ckpt={trained}", *settings))["metrics"]["test_loss"]
+
+    # 3 of the 10 test captions: the same seed draws the same ones, another seed others.
+    assert test_loss("a", seed=0) == test_loss("b", seed=0)
+    assert test_loss("c", seed=1) != test_loss("a", seed=0)
 
 
 def test_evaluate_refuses_a_missing_checkpoint_and_an_unknown_split(trained, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate(compose_evaluate(tmp_path, f"ckpt={tmp_path / 'nope.ckpt'}"))
-    with pytest.raises(DatasetFormatError, match="eval.split='train'"):
+    with pytest.raises(ConfigError, match="eval.split=train is not one of test, val"):
         evaluate(compose_evaluate(tmp_path, f"ckpt={trained}", "eval.split=train", "~logger"))
 
 
@@ -186,3 +193,47 @@ def test_images_of_one_name_and_different_formats_keep_a_figure_each(trained, tm
     )
     figures = {result["figure"] for result in caption(cfg)}
     assert len(figures) == 3 and all(Path(figure).is_file() for figure in figures)
+
+
+def flickr_folder(tmp_path: Path, polluted: bool) -> Path:
+    """A Kaggle-layout Flickr30k folder (results.csv) whose captions all hold the word "flickrword", so that a
+    vocabulary shows which annotations were read; `polluted`: it also holds the built-in dataset, as an earlier
+    version generated it there (dataset_shapes.json and images/)."""
+    source = tmp_path / "source"
+    entries = tiny_shapes(source)
+    for entry in entries:
+        (source / "images" / entry["filename"]).rename(source / "images" / f"10000{entry['imgid']}.png")
+        entry["filename"] = f"10000{entry['imgid']}.png"
+        entry["sentences"] = [{"raw": sentence["raw"] + " flickrword"} for sentence in entry["sentences"]]
+    root = write_layout(tmp_path / "flickr30k", "results_csv", entries, source / "images")
+    if polluted:
+        tiny_shapes(tmp_path / "generated")
+        for name in ("dataset_shapes.json", "images"):
+            (tmp_path / "generated" / name).rename(root / name)
+    return root
+
+
+def folder_bytes(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def test_a_shapes_checkpoint_is_not_evaluated_on_a_flickr_folder_and_writes_nothing_there(trained, tmp_path):
+    root = flickr_folder(tmp_path, polluted=False)
+    before = folder_bytes(root)
+    with pytest.raises(DatasetFormatError, match="it holds other files") as error:
+        evaluate(compose_evaluate(tmp_path, f"ckpt={trained}", f"data.root={root}", "~logger"))
+    assert "leave data.root out of evaluate.py" in str(error.value) and "\n" not in str(error.value)
+    assert folder_bytes(root) == before  # byte for byte, and nothing added
+
+    # A Flickr run on that folder afterwards reads its results.csv.
+    result = train(compose_flickr(tmp_path, root, "trainer.max_steps=1", "trainer.limit_val_batches=0", "~logger"))
+    vocabulary = torch.load(result["last_checkpoint"], weights_only=True)["hyper_parameters"]["vocabulary"]
+    assert "flickrword" in vocabulary
+
+
+def test_a_flickr_run_never_reads_a_generated_shapes_dataset_in_its_folder(tmp_path):
+    root = flickr_folder(tmp_path, polluted=True)
+    datamodule = instantiate(compose_flickr(tmp_path, root).data, _convert_="all")
+    captions = datamodule.load_annotations()
+    assert captions["caption"].str.endswith("flickrword").all() and len(captions) == 60
+    assert captions["image"].str.startswith("flickr30k_images/flickr30k_images/1000").all()
