@@ -27,3 +27,7 @@ class CheckpointError(CaptioningError):
 
 class ConfigError(CaptioningError):
     """A configuration value that cannot work."""
+
+
+class FeatureCacheError(CaptioningError):
+    """A feature cache that cannot be read."""

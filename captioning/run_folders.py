@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from captioning.errors import ConfigError
+from captioning.folders import writable_folder
 
 LOCK_NAME = ".run.lock"
 
@@ -62,10 +63,11 @@ def _is_alive(pid: int) -> bool:
     return True
 
 
-def lock_run_folder(folder: Path) -> None:
+def lock_run_folder(folder: Path, key: str = "hydra.run.dir") -> None:
     """Make this process the owner of `folder` (a lock file holding its host and pid), or raise
-    ConfigError if a live process owns it. A lock left by a finished or killed run is taken over."""
-    folder.mkdir(parents=True, exist_ok=True)
+    ConfigError if a live process owns it or it cannot be written (`key` moves it). A lock left by a finished
+    or killed run is taken over."""
+    writable_folder(folder, key)
     lock = folder / LOCK_NAME
     me = f"{socket.gethostname()} {os.getpid()}"
     for _ in range(2):
@@ -107,17 +109,17 @@ class RunFolderLock(Callback):
     a folder owned by a live run ends this one with one paragraph and exit status 1."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._lock(config.hydra.run.dir)
+        self._lock(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._lock(config.hydra.sweep.dir)
+        self._lock(config.hydra.sweep.dir, "hydra.sweep.dir")
 
     @staticmethod
-    def _lock(folder: str) -> None:
+    def _lock(folder: str, key: str) -> None:
         if not is_first_process():
             return
         try:
-            lock_run_folder(Path(folder))
+            lock_run_folder(Path(folder), key)
         except ConfigError as error:
             print(f"Error: {error}", file=sys.stderr)  # logging is not configured yet
             sys.exit(1)

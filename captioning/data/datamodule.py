@@ -23,6 +23,7 @@ from captioning.data.datasets import (
 )
 from captioning.data.feature_cache import (
     build_feature_cache,
+    cache_damage,
     feature_cache_path,
     image_fingerprints,
     image_list_digest,
@@ -32,6 +33,7 @@ from captioning.data.feature_cache import (
 from captioning.data.images import UNREADABLE_IMAGE_ERRORS, ImageFolderDataset, image_transform, load_image
 from captioning.data.readers import SPLITS, read_annotations
 from captioning.errors import EmptySplitError
+from captioning.folders import writable_folder
 from captioning.vocabulary import Vocabulary, tokenize
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class CaptionDataModule(L.LightningDataModule):
         root: str,
         format: str = "auto",
         dataset_builder: Callable[[Path], object] | None = None,
+        generated: bool = False,
         min_word_frequency: int = 5,
         max_caption_length: int = 20,
         batch_size: int = 32,
@@ -64,11 +67,13 @@ class CaptionDataModule(L.LightningDataModule):
         """`encoder` (with an `identity` naming its weights) encodes the images into the feature cache; the
         entry point builds it once and hands the same one to the model (it may set it after construction,
         before `prepare_data`). `splits` limits the work to those splits: an evaluation encodes only the
-        images it scores."""
+        images it scores. `generated`: `root` holds the built-in dataset, whose generated annotation file is
+        read only then (a Flickr run never reads one)."""
         super().__init__()
         self.root = Path(root)
         self.format = format
         self.dataset_builder = dataset_builder
+        self.generated = generated
         self.min_word_frequency = min_word_frequency
         self.max_caption_length = max_caption_length
         self.batch_size = batch_size
@@ -104,7 +109,7 @@ class CaptionDataModule(L.LightningDataModule):
         if self.captions is not None:
             return self.captions
         self._generate_dataset()
-        table = read_annotations(self.root, self.format)
+        table = read_annotations(self.root, self.format, self.generated)
         self.skipped_images += table.skipped_images
         captions = table.captions
         exists = {image: (self.root / image).is_file() for image in captions["image"].unique()}
@@ -198,8 +203,12 @@ class CaptionDataModule(L.LightningDataModule):
             return
         path = self.locate_features()
         if path.is_file():
-            log.info(f"Reusing feature cache {path}")
-            return
+            damage = cache_damage(path, len(self.images))
+            if damage is None:
+                log.info(f"Reusing feature cache {path}")
+                return
+            log.warning(f"The feature cache {path} is damaged ({damage}): rebuilding it")
+        writable_folder(self.feature_cache_dir, "paths.cache_dir")
         paths = [self.root / image for image in self.images]
         metadata = {
             "encoder": self.encoder.identity,

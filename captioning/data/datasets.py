@@ -12,7 +12,9 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 from torchvision import transforms
 
+from captioning.data.feature_cache import read_cache_header
 from captioning.data.images import ImageFolderDataset
+from captioning.errors import FeatureCacheError
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,7 @@ class CachedFeatures:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        with open(path, "rb") as file:
-            version = np.lib.format.read_magic(file)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            shape, _, dtype = read_header[version](file)
-            self.data_offset = file.tell()
+        shape, dtype, self.data_offset = read_cache_header(path)
         self.row_shape, self.dtype = shape[1:], dtype
         self.row_bytes = int(np.prod(self.row_shape)) * dtype.itemsize
         self._file_descriptor: int | None = None  # opened lazily, once per DataLoader worker
@@ -41,6 +39,11 @@ class CachedFeatures:
         if self._file_descriptor is None:
             self._file_descriptor = os.open(self.path, os.O_RDONLY)
         raw = os.pread(self._file_descriptor, self.row_bytes, self.data_offset + image_index * self.row_bytes)
+        if len(raw) != self.row_bytes:  # checked when the run started: the file was cut short since
+            raise FeatureCacheError(
+                f"The feature cache {self.path} ends before row {image_index}: it was truncated while in use. Delete "
+                "it (with its .json) and run again to rebuild it."
+            )
         row = np.frombuffer(raw, dtype=self.dtype).reshape(self.row_shape)
         # As stored (float16): half the bytes to collate and copy to a GPU; the model takes them as float32.
         return torch.from_numpy(row.copy())  # (R, D)

@@ -9,14 +9,19 @@ interrupted build never leaves a cache that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -71,9 +76,59 @@ def unreadable_images(path: Path) -> list[int]:
     return json.loads(metadata_path.read_text()).get("unreadable", [])
 
 
-def open_feature_cache(path: Path) -> np.ndarray:
-    """The cached features as a read-only memory map of shape (images, regions, feature_dim)."""
-    return np.load(path, mmap_mode="r")
+def read_cache_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """The shape, dtype and data offset that the .npy header of the cache at `path` gives (ValueError if none)."""
+    with open(path, "rb") as file:
+        version = np.lib.format.read_magic(file)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read_header:
+            raise ValueError(f"unknown .npy version {version}")
+        shape, _, dtype = read_header[version](file)
+        return shape, dtype, file.tell()
+
+
+def cache_damage(path: Path, num_images: int) -> str | None:
+    """Why the cache at `path` cannot serve `num_images` images, or None if it can: what is cheap to check, its
+    header, its exact size (a truncated or padded file), and its metadata (complete before the features got
+    their final name)."""
+    try:
+        shape, dtype, offset = read_cache_header(path)
+    except (OSError, ValueError, SyntaxError) as error:  # SyntaxError: a header that is not a Python literal
+        return f"its header cannot be read ({error})"
+    if len(shape) != 3 or dtype != np.float16 or shape[0] != num_images:
+        return f"its header gives {dtype} rows of shape {shape}, not float16 rows of {num_images} images"
+    expected = offset + int(np.prod(shape)) * dtype.itemsize
+    size = path.stat().st_size
+    if size != expected:
+        damage = "truncated" if size < expected else "padded"
+        return f"it is {size:,} bytes long, not the {expected:,} its header gives: {damage}"
+    try:
+        metadata = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return f"its metadata {path.with_suffix('.json').name} is missing or unreadable"
+    if metadata.get("num_images") != num_images:
+        return f"its metadata counts {metadata.get('num_images')} images, not {num_images}"
+    return None
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_build() -> Iterator[None]:
+    """SIGTERM (docker stop, SLURM) raises Lightning's SIGTERMException inside the block, so that the partial file
+    is removed and the entry point exits 143 as it does for a run stopped in training; before training starts
+    Lightning's own handler is not installed, and the default one would leave the partial file behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        log.warning("Stopped by SIGTERM while building the feature cache: nothing is kept, the next run builds it")
+        raise SIGTERMException()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_feature_cache(
@@ -102,7 +157,7 @@ def build_feature_cache(
     try:
         # Iterating a DataLoader draws from the global generator: fork it, so that a run which builds the cache
         # trains exactly like one which reuses it.
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        with _sigterm_stops_the_build(), torch.random.fork_rng(devices=[]), torch.inference_mode():
             for images, readable in tqdm(loader, desc=f"Encoding {len(dataset)} images", unit="batch"):
                 unreadable += [written + position for position in (~readable).nonzero().flatten().tolist()]
                 images = images.to(device, memory_format=memory_format)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from captioning.data import datamodule as datamodule_module
 from captioning.data.datamodule import CaptionDataModule
-from captioning.data.feature_cache import image_fingerprint, open_feature_cache
+from captioning.data.feature_cache import image_fingerprint
 from captioning.data.images import ImageFolderDataset, load_image
 from captioning.model.encoder import ResNet50Encoder
 
@@ -30,16 +30,16 @@ def make_datamodule(root, cache_dir, **overrides) -> CaptionDataModule:
         num_workers=0,
         min_word_frequency=1,
         encode_batch_size=4,
+        generated=True,  # the built-in dataset's root
     )
     return CaptionDataModule(**{**settings, **overrides})
 
 
-def test_cache_holds_the_encoder_features_memory_mapped(shapes_root, tmp_path):
+def test_cache_holds_the_encoder_features_as_float16(shapes_root, tmp_path):
     datamodule = make_datamodule(shapes_root, tmp_path)
     datamodule.prepare_data()
 
-    features = open_feature_cache(datamodule.feature_cache_path)
-    assert isinstance(features, np.memmap)  # read lazily from disk, never loaded whole
+    features = np.load(datamodule.feature_cache_path)  # a plain .npy file, as numpy itself reads it
     assert features.dtype == np.float16 and features.shape == (12, 4, 2048)  # 64x64 -> 2x2 regions
     dataset = ImageFolderDataset([shapes_root / image for image in datamodule.images], datamodule.transform)
     images = torch.stack([dataset[k][0] for k in (0, 5)])  # (image, readable) pairs
@@ -103,7 +103,7 @@ def test_interrupted_build_leaves_no_complete_looking_cache(shapes_root, tmp_pat
     monkeypatch.setattr(ResNet50Encoder, "forward", original)
     datamodule.feature_cache_path.with_name(datamodule.feature_cache_path.stem + ".partial-999.npy").write_bytes(b"x")
     datamodule.prepare_data()
-    assert open_feature_cache(datamodule.feature_cache_path).shape[0] == 12
+    assert np.load(datamodule.feature_cache_path).shape[0] == 12
 
 
 def test_training_reads_cache_rows_without_mapping_the_file(shapes_root, tmp_path):
@@ -112,7 +112,7 @@ def test_training_reads_cache_rows_without_mapping_the_file(shapes_root, tmp_pat
     datamodule = make_datamodule(shapes_root, tmp_path)
     datamodule.prepare_data()
     rows = CachedFeatures(datamodule.feature_cache_path)
-    expected = open_feature_cache(datamodule.feature_cache_path)
+    expected = np.load(datamodule.feature_cache_path)  # numpy's own reader of the file
     for index in (0, 7, 11):
         assert rows[index].dtype == torch.float16  # as stored: the model converts them on its device
         assert torch.equal(rows[index], torch.from_numpy(np.array(expected[index])))
@@ -141,7 +141,7 @@ def test_two_runs_building_the_same_cache_at_once_leave_one_complete_cache(shape
         builder.join(timeout=120)
         assert builder.exitcode == 0
     path = make_datamodule(shapes_root, tmp_path).locate_features()
-    assert open_feature_cache(path).shape == (12, 4, 2048)
+    assert np.load(path).shape == (12, 4, 2048)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.with_suffix(".json").name])
 
 
@@ -212,7 +212,7 @@ def test_a_changed_image_rebuilds_the_cache_and_the_replaced_cache_is_removed(sh
         rebuilt.prepare_data()
 
     new = rebuilt.feature_cache_path
-    assert new != old and open_feature_cache(new).shape == (12, 4, 2048)
+    assert new != old and np.load(new).shape == (12, 4, 2048)
     remaining = {path.name for path in cache.iterdir()}
     assert remaining == {p.name for p in (new, new.with_suffix(".json"), other_size.feature_cache_path)} | {
         other_size.feature_cache_path.with_suffix(".json").name
@@ -236,3 +236,43 @@ def test_a_cache_from_before_image_names_were_recorded_is_replaced_too(shapes_ro
     assert sorted(path.name for path in cache.iterdir()) == sorted(
         [rebuilt.feature_cache_path.name, rebuilt.feature_cache_path.with_suffix(".json").name]
     )
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda path: os.truncate(path, path.stat().st_size // 2), "truncated"),  # a copy cut short
+        (lambda path: open(path, "ab").write(bytes(64 * 2048 * 2)), "padded"),  # zeros appended
+        (lambda path: path.write_bytes(b"\x93NUMPY garbage" + path.read_bytes()[14:]), "header cannot be read"),
+        (lambda path: path.with_suffix(".json").unlink(), "metadata"),
+    ],
+)
+def test_a_damaged_cache_is_rebuilt_and_the_log_says_why(shapes_root, tmp_path, caplog, damage, reason):
+    datamodule = make_datamodule(shapes_root, tmp_path)
+    datamodule.prepare_data()
+    path = datamodule.feature_cache_path
+    intact = path.read_bytes()
+    damage(path)
+    assert path.read_bytes() != intact or not path.with_suffix(".json").exists()
+
+    again = make_datamodule(shapes_root, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        again.prepare_data()
+    assert again.feature_cache_path == path
+    assert f"The feature cache {path} is damaged" in caplog.text and reason in caplog.text
+    assert path.read_bytes() == intact  # rebuilt whole: the same features as before the damage
+    again.setup()
+    assert len(again.datasets["train"]) > 0 and again.datasets["train"][0]["inputs"].shape == (4, 2048)
+
+
+def test_a_cache_cut_short_while_in_use_says_to_delete_it(shapes_root, tmp_path):
+    from captioning.data.datasets import CachedFeatures
+    from captioning.errors import FeatureCacheError
+
+    datamodule = make_datamodule(shapes_root, tmp_path)
+    datamodule.prepare_data()
+    rows = CachedFeatures(datamodule.feature_cache_path)
+    rows[11]
+    os.truncate(datamodule.feature_cache_path, rows.data_offset + 5 * rows.row_bytes)
+    with pytest.raises(FeatureCacheError, match="ends before row 11: it was truncated while in use. Delete it"):
+        rows[11]

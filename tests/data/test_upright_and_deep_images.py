@@ -12,10 +12,8 @@ from PIL import Image
 
 from caption import caption
 from captioning.data.datamodule import CaptionDataModule
-from captioning.data.feature_cache import open_feature_cache
 from captioning.model.encoder import ResNet50Encoder
-from tests.helpers.runs import compose_config, compose_train
-from train import train
+from tests.helpers.runs import compose_config
 
 ORIENTATION = 0x0112  # the EXIF tag
 
@@ -53,11 +51,15 @@ def test_the_feature_cache_encodes_them_as_their_upright_8_bit_twins(shapes_root
     (root / "dataset_shapes.json").write_text(json.dumps(dataset))
 
     datamodule = CaptionDataModule(
-        str(root), feature_cache_dir=str(tmp_path / "cache"), encoder=ResNet50Encoder(None), image_size=64
+        str(root),
+        feature_cache_dir=str(tmp_path / "cache"),
+        encoder=ResNet50Encoder(None),
+        image_size=64,
+        generated=True,
     )
     datamodule.prepare_data()
 
-    features = open_feature_cache(datamodule.feature_cache_path)
+    features = np.load(datamodule.feature_cache_path)
     row = {
         Path(image).name: torch.from_numpy(features[index].astype(np.float32))
         for index, image in enumerate(datamodule.images)
@@ -69,8 +71,8 @@ def test_the_feature_cache_encodes_them_as_their_upright_8_bit_twins(shapes_root
 
 
 @pytest.mark.slow  # trains a tiny model
-def test_caption_py_captions_and_draws_them_as_their_upright_8_bit_twins(shapes_root, tmp_path):
-    run = train(compose_train(tmp_path / "run", "~logger"))
+def test_caption_py_captions_and_draws_them_as_their_upright_8_bit_twins(shapes_root, tiny_run, tmp_path):
+    run = tiny_run
     folder = tmp_path / "phone"
     folder.mkdir()
     twins = write_twins(a_photo(shapes_root), folder)
