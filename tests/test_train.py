@@ -11,29 +11,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from captioning.errors import CheckpointError
 from tests.helpers.layouts import tiny_shapes, write_layout
-from tests.helpers.runs import PROJECT, compose_config, compose_flickr, compose_train, run_quietly, train_command
+from tests.helpers.runs import PROJECT, compose_flickr, compose_train, run_quietly, train_command
 from train import train
 
 pytestmark = pytest.mark.slow  # trains, evaluates or starts processes
-
-
-def test_defaults_are_the_reference_configuration(tmp_path):
-    cfg = compose_train(tmp_path)
-    default = compose_config("train", ["paths.root_dir=/x", "paths.output_dir=/x/run"])
-    flickr = compose_config("train", ["data=flickr30k", "data.root=/d", "paths.root_dir=/x"])
-    reference = compose_config("train", ["experiment=reference", "data.root=/d", "paths.root_dir=/x"])
-    assert (default.model.embed_dim, default.model.hidden_dim) == (256, 256)
-    assert default.model.optimizer._target_ == "torch.optim.Adam" and default.model.optimizer.lr == 1e-3
-    assert (default.model.scheduler.step_size, default.model.scheduler.gamma) == (10, 0.5)
-    assert (default.data.batch_size, default.trainer.max_epochs, default.model.gradient_clip_norm) == (32, 30, 5.0)
-    assert default.model.encoder.weights is None  # built-in data: offline
-    assert flickr.model.encoder.weights == "IMAGENET1K_V1" and flickr.data.min_word_frequency == 5
-    assert "encoder_weights" not in flickr.data  # the encoder is configured once, under model.encoder
-    # The attention penalty of the paper, except in the seed's reference experiment (cross-entropy alone).
-    assert default.model.attention_reg == 1.0 and reference.model.attention_reg == 0.0
-    assert reference.name == "reference" and reference.model.optimizer.lr == 1e-3
-    assert reference.model.compile_step and not default.model.compile_step  # compiling pays on long runs only
-    assert cfg.data.root == str(tmp_path / "data" / "shapes_tiny")
 
 
 def test_the_optimizer_and_scheduler_are_chosen_from_the_command_line(tmp_path):
@@ -79,9 +60,9 @@ def test_each_flickr30k_layout_trains_and_checkpoints(tmp_path, layout):
         assert not any(key.startswith("encoder.") for key in checkpoint["state_dict"])
 
 
-def test_resume_continues_the_run(tmp_path):
+def test_resume_continues_the_run(tiny_run, tmp_path):
     # 8 training images x 5 captions / batch 4 = 10 steps per epoch
-    first = train(compose_train(tmp_path, "trainer.max_epochs=1", "~logger"))
+    first = tiny_run
     assert first["global_step"] == 10
     resumed = train(compose_train(tmp_path, "trainer.max_epochs=2", f"ckpt_path={first['last_checkpoint']}", "~logger"))
     assert resumed["global_step"] == 20
@@ -156,9 +137,8 @@ def test_sweep_runs_every_job_into_its_own_directory(tmp_path):
     assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 1  # one cache, shared by both jobs
 
 
-def test_resume_refuses_a_checkpoint_of_another_model_or_vocabulary(tmp_path):
-    first = train(compose_train(tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "~logger"))
-    last = first["last_checkpoint"]
+def test_resume_refuses_a_checkpoint_of_another_model_or_vocabulary(tiny_run, tmp_path):
+    last = tiny_run["last_checkpoint"]
     with pytest.raises(CheckpointError, match=r"model.hidden_dim=16 \(this run: 8\)"):
         train(compose_train(tmp_path, "model.hidden_dim=8", f"ckpt_path={last}", "~logger"))
 
@@ -180,8 +160,6 @@ def test_without_a_monitoring_checkpoint_there_is_no_best_and_the_last_is_evalua
 
 
 def test_a_named_experiment_runs_in_a_folder_of_its_name():
-    import captioning.cli  # noqa: F401  (registers the resolver that the run folder's name uses)
-
     with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
         named = compose("train", overrides=["experiment=quickstart"], return_hydra_config=True)
         plain = compose("train", return_hydra_config=True)

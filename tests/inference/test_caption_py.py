@@ -5,14 +5,12 @@ import sys
 
 import pytest
 
-from tests.helpers.runs import PROJECT, compose_train, run_quietly
-from train import train
+from tests.helpers.runs import PROJECT, run_quietly
 
-pytestmark = pytest.mark.slow  # trains a tiny model, then starts caption.py
+pytestmark = pytest.mark.slow  # starts caption.py on the tiny run's checkpoint
 
 
-def test_a_folder_without_a_readable_image_exits_1_and_names_no_attention_folder(tmp_path):
-    checkpoint = train(compose_train(tmp_path, "trainer.max_steps=1", "trainer.limit_val_batches=0", "~logger"))
+def test_a_folder_without_a_readable_image_exits_1_and_names_no_attention_folder(tiny_run, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
@@ -21,7 +19,7 @@ def test_a_folder_without_a_readable_image_exits_1_and_names_no_attention_folder
         [
             sys.executable,
             str(PROJECT / "caption.py"),
-            f"ckpt={checkpoint['last_checkpoint']}",
+            f"ckpt={tiny_run['last_checkpoint']}",
             f"image={folder}",
             f"hydra.run.dir={tmp_path / 'out'}",
         ],

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -127,12 +128,25 @@ def test_batched_beam_search_equals_one_image_at_a_time(length_penalty):
         assert (batched.tokens[image, length:] == decoder.pad_id).all()
 
 
-def test_beam_search_finds_at_least_the_greedy_likelihood():
-    decoder = small_decoder().eval()
-    features = torch.randn(6, 9, 32)
-    greedy = teacher_forced_log_probs(decoder, features, decoder.greedy(features, 8).tokens).sum(dim=1)
-    beam = teacher_forced_log_probs(decoder, features, decoder.beam_search(features, 4, 8).tokens).sum(dim=1)
-    assert (beam >= greedy - 1e-4).all()
+def test_a_beam_as_wide_as_every_caption_finds_the_most_likely_caption():
+    # 5 words that can follow (all but <pad>) and at most 3 of them: 125 captions, all kept by a beam of 125,
+    # so the search is exhaustive and must return what enumerating every caption finds.
+    decoder = small_decoder(vocab_size=6).double().eval()
+    with torch.no_grad():
+        decoder.output.bias[decoder.pad_id] = -30.0
+    words = [token for token in range(6) if token != decoder.pad_id]
+    captions = [list(caption) for length in (1, 2, 3) for caption in itertools.product(words, repeat=length)]
+    captions = [c for c in captions if decoder.eos_id not in c[:-1] and (c[-1] == decoder.eos_id or len(c) == 3)]
+    torch.manual_seed(3)
+    features = torch.randn(4, 9, 32, dtype=torch.float64) * 3
+    found = decoder.beam_search(features, beam_size=125, max_length=2).tokens
+    for image in range(4):
+        padded = torch.tensor([caption + [decoder.pad_id] * (3 - len(caption)) for caption in captions])
+        image_features = features[image : image + 1].expand(len(captions), -1, -1)
+        likelihoods = teacher_forced_log_probs(decoder, image_features, padded).sum(dim=1)
+        best = captions[int(likelihoods.argmax())]
+        assert found[image, : len(best)].tolist() == best
+        assert (found[image, len(best) :] == decoder.pad_id).all()
 
 
 def test_greedy_log_probs_equal_teacher_forcing_on_the_generated_words():
