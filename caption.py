@@ -22,7 +22,13 @@ def caption(cfg: DictConfig) -> list[dict]:
     check_config(cfg)
     images = find_images(Path(to_absolute_path(cfg.image)))
     results = caption_images(
-        to_absolute_path(cfg.ckpt), images, cfg.beam_size, Path(cfg.paths.output_dir), cfg.length_penalty
+        to_absolute_path(cfg.ckpt),
+        images,
+        cfg.beam_size,
+        Path(cfg.paths.output_dir),
+        cfg.length_penalty,
+        cfg.allow_unk,
+        cfg.block_trigrams,
     )
     log.info(f"Attention figures in {Path(cfg.paths.output_dir) / 'attention'}")
     return results

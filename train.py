@@ -30,18 +30,24 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.load_annotations()  # the vocabulary, and so the model's output layer, comes from them
-    if cfg.ckpt_path:
-        checkpoint = read_checkpoint(cfg.ckpt_path)
+    # Resuming (ckpt_path) restores everything; init_from only the weights. Either adopts the checkpoint's vocabulary.
+    start = cfg.ckpt_path or cfg.get("init_from")
+    checkpoint = read_checkpoint(start) if start else None
+    if checkpoint is not None:
         vocabulary = checkpoint_vocabulary(checkpoint)
         # Another model or vocabulary first: that checkpoint cannot be resumed at all, finished or not.
         check_resumable(checkpoint, dict(cfg.model), datamodule.vocabulary_coverage(vocabulary))
-        check_unfinished(checkpoint, cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"))
+        if cfg.ckpt_path:
+            check_unfinished(checkpoint, cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"))
         datamodule.vocabulary = vocabulary
     else:
         datamodule.vocabulary = datamodule.build_vocabulary()
     # One frozen encoder, built once the data is known to be there: the feature cache's and the model's.
     datamodule.encoder = encoder = instantiate(cfg.model.encoder)
     model = instantiate(cfg.model, encoder=encoder, vocabulary=datamodule.vocabulary.tokens, _convert_="all")
+    if checkpoint is not None and not cfg.ckpt_path:
+        model.load_weights(checkpoint)
+        log.info(f"Initialised from the weights of {start} (a new optimizer, schedule and counters)")
     callbacks = [instantiate(callback) for callback in cfg.get("callbacks", {}).values()]
     callbacks.append(RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
     loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values()]

@@ -99,9 +99,9 @@ def main() -> None:
     module = CaptioningModule(
         CachedFeaturesOnly(args.feature_dim),
         vocabulary,
-        args.embed_dim,
-        args.hidden_dim,
-        args.attention_dim,
+        embed_dim=args.embed_dim,
+        hidden_dim=args.hidden_dim,
+        attention_dim=args.attention_dim,
         max_caption_length=args.caption_len,
         train_step=args.step,
         compile_step=args.compile,
@@ -147,7 +147,7 @@ def main() -> None:
     first_step_seconds = time.perf_counter() - start
     seconds = time_steps(project_step, repeats, args.warmup, device)
     figures = {
-        "step": module._train_step_kind(features),
+        "step": module._path(features),
         "first_step_s": first_step_seconds,
         "captions_per_s": args.batch_size / seconds,
         "step_ms": seconds * 1e3,
@@ -166,7 +166,7 @@ def main() -> None:
             inputs = captions[:, :-1]
             figures["loss_packed"] = module.caption_loss(features, captions)[0].item()
             normalised = module.decoder.normalise(features)
-            figures["loss_padded"] = module.caption_loss(normalised, captions, padded=True)[0].item()
+            figures["loss_padded"] = module.caption_loss(normalised, captions, padded=True)[0].item()  # graph's step
             logits = tutorial_forward(module.decoder, features, inputs)
             figures["loss_tutorial"] = F.cross_entropy(logits.flatten(0, 1).float(), captions[:, 1:].flatten()).item()
     report(figures, vars(args))

@@ -16,6 +16,7 @@ from captioning.data.readers import LAYOUTS
 from captioning.errors import ConfigError
 from captioning.evaluation.run import EVALUATION_SPLITS
 from captioning.model.lightning_module import FLOAT16_UNSUPPORTED, TRAIN_STEPS, UNSUPPORTED_PRECISIONS
+from captioning.model.objectives import BASELINES, OBJECTIVES, PENALTY_TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ RULES: list[tuple[str, Callable[[object], bool], str, str]] = [
     ("eval.num_samples", _natural, "a whole number of rows, 0 or more", "10"),
     ("eval.num_figures", _natural, "a whole number of figures, 0 or more", "5"),
     ("beam_size", _positive_integer, "a beam of 1 caption or more (1: greedy)", "3"),
+    ("model.samples", _positive_integer, "a whole number of captions per image, 1 or more", "5"),
+    ("model.temperature", _positive_number, "a temperature above 0", "1.0"),
 ]
 
 
@@ -90,6 +93,9 @@ def _literals(annotation: object) -> tuple:
 # (key, the values that work); a key absent or null is not checked.
 CHOICES: list[tuple[str, tuple]] = [
     ("model.train_step", TRAIN_STEPS),
+    ("model.objective", OBJECTIVES),
+    ("model.baseline", BASELINES),
+    ("model.attention_target", PENALTY_TARGETS),
     ("model.encoder.weights", (*ResNet50_Weights.__members__, None)),  # null: random weights, offline
     ("trainer.precision", tuple(value for value in _literals(_PRECISION_INPUT) if value not in UNSUPPORTED_PRECISIONS)),
     ("eval.split", EVALUATION_SPLITS),
@@ -115,6 +121,34 @@ def _shown(value: object) -> str:
     return "null" if value is None else str(value)
 
 
+def _self_critical_problems(cfg: DictConfig) -> list[str]:
+    """What a self-critical run lacks: a checkpoint to start from, two samples for a mean-of-others baseline."""
+    if OmegaConf.select(cfg, "model.objective", default=None) != "self_critical":
+        return []
+    problems = []
+    if not (OmegaConf.select(cfg, "init_from", default=None) or OmegaConf.select(cfg, "ckpt_path", default=None)):
+        problems.append(
+            "Self-critical training starts from a model trained with cross-entropy: pass its checkpoint, e.g. "
+            "init_from=outputs/<run>/checkpoints/best.ckpt (or ckpt_path= to resume a self-critical run)."
+        )
+    samples = OmegaConf.select(cfg, "model.samples", default=5)
+    if (
+        OmegaConf.select(cfg, "model.baseline", default=None) == "mean_of_others"
+        and _is_integer(samples)
+        and samples < 2
+    ):
+        problems.append(
+            f"model.samples={samples} cannot work with model.baseline=mean_of_others, the mean reward of an "
+            "image's other samples: draw 2 or more, e.g. model.samples=5, or use model.baseline=greedy."
+        )
+    if not OmegaConf.select(cfg, "data.train_per_image", default=False):
+        problems.append(
+            "model.objective=self_critical scores each image's samples against all its references: set "
+            "data.train_per_image=true (experiment=scst does)."
+        )
+    return problems
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError, one paragraph for every problem found, if a value of `cfg` cannot work; warn about
     values that work otherwise than a user may expect (trainer.max_epochs=-1: until stopped)."""
@@ -133,6 +167,7 @@ def check_config(cfg: DictConfig) -> None:
         elif value is not None and value not in choices:
             shown = ", ".join(_shown(choice) for choice in choices)
             problems.append(f"{key}={_shown(value)} is not one of {shown}: e.g. {key}={choices[0]}.")
+    problems += _self_critical_problems(cfg)
     if problems:
         raise ConfigError(" ".join(problems))
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)

@@ -50,3 +50,28 @@ def test_two_processes_see_disjoint_data_and_end_with_the_same_weights(tmp_path)
     logs = sorted((tmp_path / "run").glob("*.log"))  # train.log (rank 0), train_ddp_process_1.log (rank 1)
     assert len(logs) == 2
     assert sum(log.read_text().count("Feature cache written") for log in logs) == 1
+
+
+def test_self_critical_training_runs_under_ddp_with_the_same_document_frequencies_on_both_processes(tiny_run, tmp_path):
+    command = train_command(
+        tmp_path,
+        tmp_path / "run",
+        "~logger",
+        "experiment=scst",
+        f"init_from={tiny_run['last_checkpoint']}",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "+callbacks.probe._target_=tests.helpers.ddp_probe.RecordRankData",
+        f"+callbacks.probe.directory={tmp_path / 'probe'}",
+    )
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=environment)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "probe" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["reward_table"] is not None and ranks[0]["reward_table"] == ranks[1]["reward_table"]
+    assert len(ranks[0]["samples"]) == len(ranks[1]["samples"]) == 4  # 8 training images, one each per rank
+    first_images = {tuple(map(tuple, image)) for rank in ranks for image in rank["samples"]}
+    assert len(first_images) == 8  # disjoint images, with all their references
+    assert ranks[0]["weights_sum"] == ranks[1]["weights_sum"] and ranks[0]["weights_norm"] == ranks[1]["weights_norm"]
+    assert "val_cider" in (tmp_path / "run" / "history.csv").read_text().splitlines()[0]

@@ -63,12 +63,14 @@ class CaptionDataModule(L.LightningDataModule):
         encode_batch_size: int = 32,
         encoder: torch.nn.Module | None = None,
         splits: Sequence[str] = SPLITS,
+        train_per_image: bool = False,
     ) -> None:
         """`encoder` (with an `identity` naming its weights) encodes the images into the feature cache; the
         entry point builds it once and hands the same one to the model (it may set it after construction,
         before `prepare_data`). `splits` limits the work to those splits: an evaluation encodes only the
-        images it scores. `generated`: `root` holds the built-in dataset, whose generated annotation file is
-        read only then (a Flickr run never reads one)."""
+        images it scores. `train_per_image`: training batches hold images with all their references, as
+        self-critical training wants, instead of (image, caption) pairs. `generated`: `root` holds the built-in
+        dataset, whose generated annotation file is read only then (a Flickr run never reads one)."""
         super().__init__()
         self.root = Path(root)
         self.format = format
@@ -88,6 +90,7 @@ class CaptionDataModule(L.LightningDataModule):
         if unknown or not splits:
             raise ValueError(f"splits must be some of {SPLITS}, got {list(splits)}")
         self.splits = tuple(splits)
+        self.train_per_image = train_per_image
         self.captions: pd.DataFrame | None = None  # one row per caption: image, split, caption (all splits)
         self.vocabulary: Vocabulary | None = None  # built from the training captions, or a checkpoint's
         self.images: list[str] = []  # the rows of the feature source, in order (relative paths)
@@ -273,13 +276,13 @@ class CaptionDataModule(L.LightningDataModule):
             self._check_training_splits(captions)
         captions = captions[captions["split"].isin(self.splits)]
         captions = captions.assign(image_index=captions["image"].map(row_of))
-        if "train" in self.splits:
+        if "train" in self.splits and not self.train_per_image:
             train = captions[captions["split"] == "train"]
             self.datasets["train"] = CaptionPairs(
                 train["image_index"].tolist(), [encode(caption) for caption in train["caption"]], source
             )
-        for split in ("val", "test"):
-            if split not in self.splits:
+        for split in ("train", "val", "test"):
+            if split not in self.splits or split in self.datasets:
                 continue
             per_image = captions[captions["split"] == split].groupby("image_index", sort=True)
             references = per_image["caption"].agg(list)
@@ -306,7 +309,18 @@ class CaptionDataModule(L.LightningDataModule):
         return kind(self.datasets[split].source.batch_key, self.vocabulary.pad_id)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, self._collate(CollatePairs, "train"), shuffle=True)
+        collate = CollateReferences if self.train_per_image else CollatePairs
+        return self._loader("train", self.batch_size, self._collate(collate, "train"), shuffle=True)
+
+    def reference_ids(self, split: str) -> list[list[list[int]]]:
+        """Every image of `split` with its encoded references (`<bos>` ... `<eos>`): what a reward is fitted on."""
+        dataset = self.datasets[split]
+        if isinstance(dataset, CaptionPairs):
+            by_image: dict[int, list[list[int]]] = {}
+            for image, caption in zip(dataset.image_indices, dataset.captions):
+                by_image.setdefault(image, []).append(caption.tolist())
+            return list(by_image.values())
+        return [[caption.tolist() for caption in image] for image in dataset.captions]
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """Each image of `split` once, with all its references, in a fixed order."""

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from captioning.evaluation.metrics import coco_tokenize
+from captioning.vocabulary import Vocabulary
 
 # The key of "no n-gram here": larger than every real key, so it sorts to the end of each row.
 SENTINEL = torch.iinfo(torch.int64).max
@@ -297,3 +299,35 @@ class CiderDMetric(Metric):
         candidates = [captions[0].split() for captions in images]
         references = [[reference.split() for reference in captions[1:]] for captions in images]
         return _cider_d_of_words(candidates, references, self.device).mean()
+
+
+class CiderReward:
+    """The self-critical reward: CIDEr-D of generated token ids against their image's references, with the
+    document frequencies of the training references (fitted once, the same on every rank), as ICP trains.
+    `count_eos`: `<eos>` is a word, so that a caption cut off at the maximum length scores lower."""
+
+    def __init__(self, count_eos: bool = False) -> None:
+        self.count_eos = count_eos
+        self.scorer: CiderD | None = None
+
+    def fit(self, references: list[list[list[int]]], vocabulary: Vocabulary) -> None:
+        """Document frequencies of the training `references`: each image's encoded captions (`<bos>` ... `<eos>`)."""
+        self.pad_id = vocabulary.pad_id
+        rows = [torch.tensor(reference[1:]) for image in references for reference in image]  # words and <eos>
+        self.scorer = CiderD(
+            pad_sequence(rows, batch_first=True, padding_value=vocabulary.pad_id),
+            torch.tensor([len(image) for image in references]),
+            vocab_size=len(vocabulary),
+            eos_id=vocabulary.eos_id,
+            pad_id=vocabulary.pad_id,
+            count_eos=self.count_eos,
+        )
+
+    def __call__(self, captions: Tensor, image: Tensor, references: Tensor) -> Tensor:
+        """CIDEr-D (N,) of generated captions (N, L) against the references (B, references, T) of their images
+        `image` (N,); each image's reference vectors are computed once for all of its captions."""
+        if self.scorer is None:
+            raise RuntimeError("CiderReward.fit must see the training references before scoring")
+        present = references[:, :, 0] != self.pad_id  # (B, references)
+        prepared = self.scorer.prepare(references[present][:, 1:], present.sum(dim=1))  # without <bos>
+        return self.scorer.score(captions, image, prepared)

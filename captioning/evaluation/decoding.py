@@ -26,13 +26,16 @@ def decode_images(
     root: Path,
     blind: bool = False,
     length_penalty: float = 0.0,
+    allow_unk: bool = False,
+    block_trigrams: bool = False,
 ) -> list[dict]:
     """One record per image: `image` (path under `root`), `generated` (its words joined by spaces),
     `references` and `attention` (one row of region weights per generated word). Warns of empty captions.
 
     `blind` captions each image from the previous image's features (the first from its batch's last): the
     score of a model that ignores the image it is given. Beam search ranks its hypotheses by log-probability
-    / length ** `length_penalty`.
+    / length ** `length_penalty`; `<unk>` is generated only if `allow_unk`, a repeated trigram never with
+    `block_trigrams`.
     """
     predictions = []
     previous_last = None  # blind: the features of the previous batch's last image
@@ -44,7 +47,7 @@ def decode_images(
                 shifted[0] = previous_last
             previous_last = features[-1]
             features = shifted
-        captions = module.caption(features, beam_size, length_penalty)
+        captions = module.caption(features, beam_size, length_penalty, allow_unk, block_trigrams)
         for (words, attention), references, path in zip(captions, batch["references"], batch["image_paths"]):
             predictions.append(
                 {

@@ -38,6 +38,8 @@ class EvaluationSettings:
     num_figures: int = 5  # attention figures written (and logged)
     blind: bool = False  # caption each image from another image's features: a model that ignores the image
     seed: int = 0
+    allow_unk: bool = False  # let decoding generate <unk>, which it never does by default
+    block_trigrams: bool = False  # a caption may not repeat a trigram (ICP's block_trigrams)
 
 
 def evaluate_checkpoint(
@@ -77,7 +79,16 @@ def evaluate_checkpoint(
         f"{split}_loss_full": caption_loss(module, dataset, pairs, blind=blind),
     }
     loader = datamodule.eval_dataloader(split)
-    predictions = decode_images(module, loader, settings.beam_size, datamodule.root, blind, settings.length_penalty)
+    predictions = decode_images(
+        module,
+        loader,
+        settings.beam_size,
+        datamodule.root,
+        blind,
+        settings.length_penalty,
+        settings.allow_unk,
+        settings.block_trigrams,
+    )
     metrics.update(
         caption_metrics(
             {prediction["image"]: prediction["generated"] for prediction in predictions},
@@ -94,6 +105,8 @@ def evaluate_checkpoint(
             "loss_samples": len(chosen),
             "beam_size": settings.beam_size,
             "length_penalty": settings.length_penalty,
+            "allow_unk": settings.allow_unk,
+            "block_trigrams": settings.block_trigrams,
             "checkpoint": str(Path(checkpoint_path).resolve()),
             "split": split,
             "blind": blind,

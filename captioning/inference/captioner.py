@@ -40,10 +40,17 @@ def find_images(path: Path) -> list[Path]:
 
 @torch.no_grad()
 def caption_images(
-    checkpoint_path: str | Path, images: list[Path], beam_size: int, output_dir: Path, length_penalty: float = 0.0
+    checkpoint_path: str | Path,
+    images: list[Path],
+    beam_size: int,
+    output_dir: Path,
+    length_penalty: float = 0.0,
+    allow_unk: bool = False,
+    block_trigrams: bool = False,
 ) -> list[dict]:
-    """Caption each image with beam search (log-probability / length ** `length_penalty`); write its attention
-    figure; return image, caption, figure. Warns of an empty caption."""
+    """Caption each image with beam search (log-probability / length ** `length_penalty`; `<unk>` only if
+    `allow_unk`, no repeated trigram with `block_trigrams`); write its attention figure; return image,
+    caption, figure. Warns of an empty caption."""
     checkpoint = read_checkpoint(checkpoint_path)
     module = load_captioner(checkpoint)
     transform = image_transform(checkpoint_data_config(checkpoint).get("image_size", 224))
@@ -54,7 +61,8 @@ def caption_images(
         if not readable:
             log.warning(f"Skipped {path}: not a readable image")
             continue
-        [(words, attention)] = module.caption(module.encoder(pixels.unsqueeze(0)), beam_size, length_penalty)
+        features = module.encoder(pixels.unsqueeze(0))  # (1, R, D)
+        [(words, attention)] = module.caption(features, beam_size, length_penalty, allow_unk, block_trigrams)
         if not words:
             log.warning(f"{path}: the caption is empty (<eos> came first); try a larger length_penalty")
         figure = save_attention_figure(

@@ -19,7 +19,7 @@ class AdditiveAttention(nn.Module):
         """The hidden-independent half of the score, computed once per image rather than once per word."""
         return self.feature_projection(features)  # (B, R, A)
 
-    def weights(self, projected_features: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    def forward(self, projected_features: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """Attention weights (N, R) for the projected hidden states `query` = hidden_projection(h) (N, A),
         which the decoder computes together with its other products of h.
 

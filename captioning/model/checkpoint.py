@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from captioning.errors import CheckpointError
+from captioning.model.decoder import AttentionDecoder
 from captioning.model.encoder import ResNet50Encoder
-from captioning.model.lightning_module import CaptioningModule
+from captioning.model.lightning_module import TRAIN_STEPS, CaptioningModule
 from captioning.vocabulary import Vocabulary
 
 # Data settings that earlier versions saved and that are now the model's (model.encoder.*).
@@ -58,13 +59,16 @@ def load_captioner(checkpoint: dict) -> CaptioningModule:
     """Rebuild the trained model of a checkpoint (its encoder from torchvision, by name), in eval mode."""
     try:
         encoder = ResNet50Encoder(checkpoint["encoder"]["weights"], checkpoint["encoder"]["random_init_seed"])
-        accepted = inspect.signature(CaptioningModule).parameters
+        accepted = {*inspect.signature(CaptioningModule).parameters, *inspect.signature(AttentionDecoder).parameters}
         # Settings that only training used (the optimizer's, in older checkpoints) play no part here.
         settings = {name: value for name, value in checkpoint["hyper_parameters"].items() if name in accepted}
+        if settings.get("train_step") not in TRAIN_STEPS:  # `padded`, a choice of older versions
+            settings["train_step"] = "auto"
+        settings.pop("objective", None)  # how it was trained: a captioner needs no reward
         module = CaptioningModule(encoder, **settings)
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"The checkpoint lacks or garbles {error}: it was not written by train.py.") from error
-    module.on_load_checkpoint(checkpoint)
+    module.add_encoder_state(checkpoint)
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:

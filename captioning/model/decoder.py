@@ -1,10 +1,11 @@
-"""LSTM decoder with soft attention: teacher forcing for training, greedy and beam search for generation."""
+"""LSTM decoder with soft attention. Its one step goes from a word to the next word's logits; teacher forcing
+(captioning.model.teacher_forcing), greedy decoding, beam search and sampling all run it."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -13,45 +14,68 @@ from torch import nn
 from captioning.model.attention import AdditiveAttention
 from captioning.model.batched_linear import BatchedWeightLinear
 
+Product = Callable[[torch.Tensor], torch.Tensor]
+State = tuple[torch.Tensor, torch.Tensor]  # the LSTM's hidden state and cell, (N, H) each
+
 
 @dataclass
 class Generation:
     """Generated ids (B, L), `<eos>` and `<pad>` included, the attention of every step (B, L, R), and the
-    log-probability of each generated word given the words before it (B, L), 0 for the `<pad>` after `<eos>`."""
+    log-probability of each generated word given the words before it (B, L), 0 for the `<pad>` after `<eos>`;
+    sampling also gives the entropy of each step's distribution (B, L), 0 after `<eos>`."""
 
     tokens: torch.Tensor
     attention: torch.Tensor
     log_probs: torch.Tensor
+    entropy: torch.Tensor | None = None
 
 
-def _unpack(packed: torch.Tensor, positions: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Rows (N, C) of the words at flat `positions` (N,) into a zero-filled (B, T, C) of `shape` (B, T)."""
-    padded = packed.new_zeros(shape.numel(), packed.size(1)).index_copy(0, positions, packed)
-    return padded.view(*shape, -1)  # (B, T, C)
+@dataclass
+class StepInputs:
+    """What every step of one pass reads besides its word and state: the images' projected features (B, R, A),
+    the regions its context is read from (B, R, C), and the products of the weights used at every step.
+
+    The regions are the features (C = D), whose context `region_product` multiplies by the context's gate
+    weights; or, in generation, the features already multiplied by them (C = 4H, `region_product` None): with
+    K hypotheses of some 20 words per image, one product per image replaces K x 20 of them.
+    """
+
+    projected: torch.Tensor
+    regions: torch.Tensor
+    hidden_product: Product  # h @ the stacked hidden weights (attention query, context gate, LSTM gates)
+    region_product: Product | None
+    output_product: Product  # h @ the output layer: the logits
+
+    def first(self, rows: int) -> StepInputs:
+        """The inputs of the first `rows` images (teacher forcing runs only the captions still going)."""
+        return replace(self, projected=self.projected[:rows], regions=self.regions[:rows])
 
 
-def _lstm_update(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _plain_linear(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Product:
+    """x @ weight.T + bias, with autograd's own gradients."""
+    return functools.partial(F.linear, weight=weight, bias=bias)
+
+
+def _lstm_update(gates: torch.Tensor, cell: torch.Tensor) -> State:
     """LSTM from its gate pre-activations (N, 4H), in the order input, forget, candidate, output."""
     input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
     cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
     return torch.sigmoid(output_gate) * torch.tanh(cell), cell  # (N, H), (N, H)
 
 
-Product = Callable[[torch.Tensor], torch.Tensor]
-
-
 class AttentionDecoder(nn.Module):
     """Show, Attend and Tell decoder: at each word, attend to the regions and feed the gated context to an LSTM.
 
     The LSTM is written out (one product per input) so that the word half of its input product, which does
-    not depend on the recurrence, is computed for all steps at once. `_step` holds the equations of one
-    word; teacher forcing (packed or padded to fixed shapes) and generation all run it.
+    not depend on the recurrence, can be computed for all words at once (`word_gates`). `step` holds the
+    equations of one word.
     """
 
     def __init__(
         self,
         vocab_size: int,
         feature_dim: int = 2048,
+        *,
         embed_dim: int = 256,
         hidden_dim: int = 256,
         attention_dim: int = 256,
@@ -59,10 +83,11 @@ class AttentionDecoder(nn.Module):
         pad_id: int = 0,
         bos_id: int = 1,
         eos_id: int = 2,
+        unk_id: int = 3,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
-        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = pad_id, bos_id, eos_id, unk_id
         # A frozen encoder's features can have any scale and offset (a random one's especially, whose regions
         # differ by under 1% of their norm): standardise every channel with statistics learnt over the data.
         # No affine part: the linear layers that read the features scale them anyway, and without it the
@@ -78,25 +103,24 @@ class AttentionDecoder(nn.Module):
         self.hidden_to_gates = nn.Linear(hidden_dim, 4 * hidden_dim, bias=False)
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_dim, vocab_size)
-        self._compiled_step: Callable | None = None  # see `compile_step`
-
-    def compile_step(self) -> None:
-        """Run `padded_cross_entropy`'s steps through `torch.compile`: its kernels fuse each step's small
-        operations, forward and backward, at the cost of compiling one step once (seconds)."""
-        self._compiled_step = torch.compile(self._step, dynamic=False)
 
     # --- the equations ---------------------------------------------------------------------------------------
     def normalise(self, features: torch.Tensor) -> torch.Tensor:
         """Standardised region features (B, R, D); in training, with the statistics of this batch."""
         return self.feature_norm(features.flatten(0, 1)).view_as(features)
 
-    def _initial_state(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def initial_state(self, normalised: torch.Tensor) -> tuple[torch.Tensor, State]:
         """From normalised features (B, R, D): their attention projection (B, R, A) and the LSTM's first
         hidden state and cell (B, H), from the mean region."""
-        mean_feature = features.mean(dim=1)  # (B, D)
+        mean_feature = normalised.mean(dim=1)  # (B, D)
         hidden = torch.tanh(self.init_hidden(mean_feature))  # (B, H)
         cell = torch.tanh(self.init_cell(mean_feature))  # (B, H)
-        return self.attention.project_features(features), hidden, cell
+        return self.attention.project_features(normalised), (hidden, cell)
+
+    def word_gates(self, words: torch.Tensor) -> torch.Tensor:
+        """Each word's share of the LSTM gates (..., 4H), bias included: for all the words of teacher forcing at
+        once (B, T), or for the last words of the hypotheses in generation (N,)."""
+        return self.word_to_gates(self.dropout(self.embedding(words)))
 
     def _hidden_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The three products of the previous hidden state (attention query, context gate, LSTM gates)
@@ -108,177 +132,82 @@ class AttentionDecoder(nn.Module):
         bias = F.pad(self.context_gate.bias, (attention_dim, self.hidden_to_gates.out_features))
         return weight, bias
 
-    def _teacher_forcing_products(self, plain: bool = False) -> tuple[Product, Product]:
-        """The step's two weight products (hidden state, context) for a teacher-forced pass: each weight's
-        gradient is one product over all steps (`BatchedWeightLinear`); `plain` products instead for the
-        compiled step, as the compiler cannot see into that tape."""
-        if plain:
-            return self._plain_hidden_product(), functools.partial(F.linear, weight=self.context_to_gates.weight)
-        return BatchedWeightLinear(*self._hidden_weights()), BatchedWeightLinear(self.context_to_gates.weight)
+    def step_inputs(self, normalised: torch.Tensor, projected: torch.Tensor, batched: bool) -> StepInputs:
+        """The inputs of every step of one teacher-forced pass over normalised features (B, R, D). `batched`:
+        each weight's gradient is one product over all steps (`BatchedWeightLinear`), as the eager training
+        step wants; else plain products, which a compiler can see into."""
+        linear = BatchedWeightLinear if batched else _plain_linear
+        return StepInputs(
+            projected,
+            normalised,
+            linear(*self._hidden_weights()),
+            linear(self.context_to_gates.weight),
+            linear(self.output.weight, self.output.bias),
+        )
 
-    def _plain_hidden_product(self) -> Product:
-        """h @ `_hidden_weights`, with autograd's own gradients (generation needs none)."""
-        weight, bias = self._hidden_weights()
-        return functools.partial(F.linear, weight=weight, bias=bias)
-
-    def _step(
-        self,
-        word_gates: torch.Tensor,
-        state: tuple[torch.Tensor, torch.Tensor],
-        projected: torch.Tensor,
-        regions: torch.Tensor,
-        hidden_product: Product,
-        region_product: Product | None,
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """One word for N = B x K rows (K adjacent rows per image) from the word's share of the LSTM gates
-        (N, 4H): attend with the previous hidden state, gate the context, update the LSTM.
-
-        `hidden_product` multiplies h by `_hidden_weights`. The context is read from `regions` (B, R, C):
-        the features (C = D), then multiplied by the context's gate weights (`region_product`); or the
-        features already multiplied by them (C = 4H, `region_product` None), as generation does once per image.
-        Returns the new (hidden, cell) and the attention (N, R).
-        """
+    def step(
+        self, word_gates: torch.Tensor, state: State, inputs: StepInputs
+    ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """One word for N = B x K rows (K adjacent rows per image): from the word's share of the LSTM gates
+        (N, 4H) and the previous state, attend, gate the context, update the LSTM and score the next word.
+        Returns the logits of the next word (N, V), the attention (N, R) and the new (hidden, cell)."""
         hidden, cell = state
-        attention_dim = projected.size(2)
-        query, gate, hidden_gates = hidden_product(hidden).split(
+        attention_dim = inputs.projected.size(2)
+        query, gate, hidden_gates = inputs.hidden_product(hidden).split(
             [attention_dim, 1, word_gates.size(1)], dim=1
         )  # (N, A), (N, 1), (N, 4H)
-        weights = self.attention.weights(projected, query)  # (N, R)
-        context = self.attention.read(regions, weights)  # (N, C)
-        if region_product is not None:
-            context = region_product(context)  # (N, 4H)
+        weights = self.attention(inputs.projected, query)  # (N, R)
+        context = self.attention.read(inputs.regions, weights)  # (N, C)
+        if inputs.region_product is not None:
+            context = inputs.region_product(context)  # (N, 4H)
         gates = torch.addcmul(word_gates + hidden_gates, torch.sigmoid(gate), context)  # (N, 4H)
-        return _lstm_update(gates, cell), weights
-
-    # --- teacher forcing -------------------------------------------------------------------------------------
-    def _word_gates(self, captions: torch.Tensor) -> torch.Tensor:
-        """Every input word's share of the LSTM gates (B, T, 4H), bias included, for all steps at once."""
-        return self.word_to_gates(self.dropout(self.embedding(captions)))
-
-    def _teacher_forced(
-        self, features: torch.Tensor, captions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Hidden states (N, H) and attention (N, R) of the N real (non-`<pad>`) input words of `captions`
-        (B, T), and their flat positions (N,) in (B, T).
-
-        Captions are processed longest first and each step only runs the captions still going, so that a
-        batch costs its real words, not B times the longest. Each weight of the step gets its gradient from
-        one product over all steps (`BatchedWeightLinear`).
-        """
-        batch, length = captions.shape
-        lengths = (captions != self.pad_id).sum(dim=1)  # (B,)
-        order = lengths.argsort(descending=True)
-        features = self.normalise(features[order])  # (B, R, D)
-        projected, hidden, cell = self._initial_state(features)
-        word_gates = self._word_gates(captions[order])  # (B, T, 4H)
-        steps = torch.arange(length, device=captions.device)
-        running = lengths[order].unsqueeze(0) > steps.unsqueeze(1)  # (T, B)
-        active_counts = [count for count in running.sum(dim=1).tolist() if count > 0]
-        hidden_product, region_product = self._teacher_forcing_products()
-        hiddens, attention = [], []
-        for step, active in enumerate(active_counts):
-            (hidden, cell), weights = self._step(
-                word_gates[:active, step],
-                (hidden[:active], cell[:active]),
-                projected[:active],
-                features[:active],
-                hidden_product,
-                region_product,
-            )
-            hiddens.append(hidden)
-            attention.append(weights)
-        step_of_word, rank_of_word = running.nonzero(as_tuple=True)  # step-major, as the packed rows
-        positions = order[rank_of_word] * length + step_of_word  # (N,)
-        return torch.cat(hiddens), torch.cat(attention), positions  # (N, H), (N, R), (N,)
-
-    def forward(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing: logits (B, T, V) of the word after each input word of `captions` (B, T), and
-        the attention (B, T, R) used for each. Positions past a caption's end (`<pad>` inputs) get zero
-        attention and the logits of a zero hidden state, which a loss ignoring `<pad>` never reads."""
-        hiddens, attention, positions = self._teacher_forced(features, captions)
-        logits = self.output(self.dropout(_unpack(hiddens, positions, captions.shape)))  # (B, T, V)
-        return logits, _unpack(attention, positions, captions.shape)  # (B, T, V), (B, T, R)
-
-    def cross_entropy(
-        self, features: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy of the words `targets` (B, T) that follow the real (non-`<pad>`) words of
-        `inputs` (B, T), computed only there (no output-layer product for padding); the number of words
-        scored (a 0-d tensor); and the attention (B, T, R)."""
-        hiddens, attention, positions = self._teacher_forced(features, inputs)
-        word_targets = targets.flatten()[positions]  # (N,)
-        logits = self.output(self.dropout(hiddens))  # (N, V)
-        loss = F.cross_entropy(logits, word_targets, ignore_index=self.pad_id)
-        return loss, (word_targets != self.pad_id).sum(), _unpack(attention, positions, inputs.shape)
-
-    def padded_cross_entropy(
-        self, normalised: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`cross_entropy` with fixed shapes and no synchronisation with the host, for a captured step: every
-        row of `inputs` (B, T) runs all T steps, and `<pad>` targets are masked out of the loss.
-
-        `normalised` (B, R, D) are features already through `normalise`: a batch padded with blank rows
-        (all-`<pad>` captions) must not count them in the normalisation's statistics.
-        """
-        projected, hidden, cell = self._initial_state(normalised)
-        word_gates = self._word_gates(inputs)  # (B, T, 4H)
-        step_function = self._compiled_step or self._step
-        hidden_product, region_product = self._teacher_forcing_products(plain=self._compiled_step is not None)
-        hiddens, attention = [], []
-        for step in range(inputs.size(1)):
-            (hidden, cell), weights = step_function(
-                word_gates[:, step], (hidden, cell), projected, normalised, hidden_product, region_product
-            )
-            hiddens.append(hidden)
-            attention.append(weights)
-        logits = self.output(self.dropout(torch.stack(hiddens, dim=1)))  # (B, T, V)
-        scored = targets != self.pad_id  # (B, T)
-        words = scored.sum()
-        loss_sum = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=self.pad_id, reduction="sum")
-        attention = torch.stack(attention, dim=1) * (inputs != self.pad_id).unsqueeze(2)  # (B, T, R)
-        return loss_sum / words.clamp(min=1), words, attention
+        hidden, cell = _lstm_update(gates, cell)
+        return inputs.output_product(self.dropout(hidden)), weights, (hidden, cell)  # (N, V), (N, R)
 
     # --- generation ------------------------------------------------------------------------------------------
-    def _start_generation(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """`_initial_state`, plus each region's share of the LSTM gates, were it attended alone (B, R, 4H).
+    def _start_generation(self, features: torch.Tensor, rows_per_image: int) -> tuple[StepInputs, State]:
+        """The step inputs of generation from raw features (B, R, D), with the context's gate weights applied
+        to the regions once per image (B, R, 4H), and the first state repeated for `rows_per_image` adjacent
+        hypotheses of each image (B x K, H)."""
+        normalised = self.normalise(features)
+        projected, (hidden, cell) = self.initial_state(normalised)
+        region_gates = F.linear(normalised, self.context_to_gates.weight)  # (B, R, 4H)
+        inputs = StepInputs(projected, region_gates, _plain_linear(*self._hidden_weights()), None, self.output)
+        state = (hidden.repeat_interleave(rows_per_image, dim=0), cell.repeat_interleave(rows_per_image, dim=0))
+        return inputs, state
 
-        context @ W_c.T = weights @ (features @ W_c.T): with K beams of some 20 words, one product per image
-        replaces K x 20 products per image, and the (B, R, D) features are never read again.
-        """
-        features = self.normalise(features)
-        projected, hidden, cell = self._initial_state(features)
-        region_gates = F.linear(features, self.context_to_gates.weight)  # (B, R, 4H)
-        return region_gates, projected, hidden, cell
-
-    def _generation_step(
-        self,
-        tokens: torch.Tensor,
-        region_gates: torch.Tensor,
-        projected: torch.Tensor,
-        state: tuple[torch.Tensor, torch.Tensor],
-        hidden_product: Product,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """`_step` from the last tokens (N,) of N = B x K hypotheses: logits of the next word (N, V),
-        attention (N, R) and the new (hidden, cell)."""
-        word_gates = self.word_to_gates(self.embedding(tokens))  # (N, 4H)
-        state, weights = self._step(word_gates, state, projected, region_gates, hidden_product, None)
-        return self.output(state[0]), weights, state  # (N, V), (N, R)
+    def _banned(self, logits: torch.Tensor, history: torch.Tensor | None, allow_unk: bool) -> torch.Tensor:
+        """`logits` (N, V) with the words that may not come next at -inf: `<pad>` and `<bos>`, never real words;
+        `<unk>` unless `allow_unk`; and, given the words so far (`history`, N x L), any word that would repeat a
+        trigram of the hypothesis."""
+        banned_ids = [self.pad_id, self.bos_id] + ([] if allow_unk else [self.unk_id])
+        logits = logits.index_fill(1, torch.tensor(banned_ids, device=logits.device), float("-inf"))
+        if history is not None and history.size(1) >= 3:
+            # A trigram (a, b, c) already seen with (a, b) = the last two words bans c now.
+            repeats = (history[:, :-2] == history[:, -2:-1]) & (history[:, 1:-1] == history[:, -1:])  # (N, L-2)
+            third = history[:, 2:].masked_fill(~repeats, self.pad_id)  # (N, L-2)
+            banned = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, third, True)
+            banned[:, self.pad_id] = False
+            logits = logits.masked_fill(banned, float("-inf"))
+        return logits
 
     @torch.no_grad()
-    def greedy(self, features: torch.Tensor, max_length: int) -> Generation:
+    def greedy(
+        self, features: torch.Tensor, max_length: int, allow_unk: bool = False, block_trigrams: bool = False
+    ) -> Generation:
         """The most likely word at each step, for at most `max_length` words plus `<eos>`."""
-        region_gates, projected, hidden, cell = self._start_generation(features)
-        state, hidden_product = (hidden, cell), self._plain_hidden_product()
+        inputs, state = self._start_generation(features, 1)
         tokens = torch.full((features.size(0),), self.bos_id, dtype=torch.long, device=features.device)
         finished = torch.zeros_like(tokens, dtype=torch.bool)
         generated, attention, log_probs = [], [], []
         for _ in range(max_length + 1):
-            logits, weights, state = self._generation_step(tokens, region_gates, projected, state, hidden_product)
-            tokens = logits.argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
-            chosen = logits.log_softmax(dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
+            logits, weights, state = self.step(self.word_gates(tokens), state, inputs)
+            history = torch.stack(generated, dim=1) if block_trigrams and generated else None
+            log_prob = self._banned(logits, history, allow_unk).log_softmax(dim=-1)  # (B, V)
+            tokens = log_prob.argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
             generated.append(tokens)
             attention.append(weights)
-            log_probs.append(chosen.masked_fill(finished, 0.0))
+            log_probs.append(log_prob.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0))
             finished |= tokens == self.eos_id
             if finished.all():
                 break
@@ -288,9 +217,53 @@ class AttentionDecoder(nn.Module):
             log_probs=torch.stack(log_probs, dim=1),  # (B, L)
         )
 
+    def sample(
+        self,
+        features: torch.Tensor,
+        samples: int,
+        max_length: int,
+        temperature: float = 1.0,
+        allow_unk: bool = False,
+    ) -> Generation:
+        """`samples` captions of each image (adjacent rows: B x S), each word drawn from the softmax of the
+        logits / `temperature`, with the log-probability of each drawn word under that distribution and its
+        entropy. Gradients flow into the log-probabilities (self-critical training); the draws themselves
+        take none."""
+        inputs, state = self._start_generation(features, samples)
+        rows = features.size(0) * samples
+        tokens = torch.full((rows,), self.bos_id, dtype=torch.long, device=features.device)
+        finished = torch.zeros_like(tokens, dtype=torch.bool)
+        generated, attention, log_probs, entropies = [], [], [], []
+        for _ in range(max_length + 1):
+            logits, weights, state = self.step(self.word_gates(tokens), state, inputs)
+            log_prob = self._banned(logits / temperature, None, allow_unk).log_softmax(dim=-1)  # (N, V)
+            drawn = torch.multinomial(log_prob.detach().exp(), 1).squeeze(1)  # (N,)
+            tokens = drawn.masked_fill(finished, self.pad_id)
+            generated.append(tokens)
+            attention.append(weights)
+            log_probs.append(log_prob.gather(1, drawn.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0))
+            probabilities = log_prob.exp()
+            entropy = -(probabilities * log_prob.masked_fill(probabilities == 0, 0.0)).sum(dim=1)  # (N,)
+            entropies.append(entropy.masked_fill(finished, 0.0))
+            finished = finished | (tokens == self.eos_id)
+            if finished.all():
+                break
+        return Generation(
+            tokens=torch.stack(generated, dim=1),  # (N, L)
+            attention=torch.stack(attention, dim=1),  # (N, L, R)
+            log_probs=torch.stack(log_probs, dim=1),  # (N, L)
+            entropy=torch.stack(entropies, dim=1),  # (N, L)
+        )
+
     @torch.no_grad()
     def beam_search(
-        self, features: torch.Tensor, beam_size: int, max_length: int, length_penalty: float = 0.0
+        self,
+        features: torch.Tensor,
+        beam_size: int,
+        max_length: int,
+        length_penalty: float = 0.0,
+        allow_unk: bool = False,
+        block_trigrams: bool = False,
     ) -> Generation:
         """Beam search batched over images: the B x K hypotheses advance together as one batch.
 
@@ -299,9 +272,7 @@ class AttentionDecoder(nn.Module):
         Returns the highest-ranked hypothesis of each image.
         """
         batch_size, beams = features.size(0), beam_size
-        region_gates, projected, hidden, cell = self._start_generation(features)  # beams share them
-        hidden_product = self._plain_hidden_product()
-        state = (hidden.repeat_interleave(beams, dim=0), cell.repeat_interleave(beams, dim=0))  # (B*K, H)
+        inputs, state = self._start_generation(features, beams)  # beams share each image's inputs
         device = features.device
         scores = torch.full((batch_size * beams, 1), float("-inf"), device=device, dtype=features.dtype)
         scores[::beams] = 0.0  # all beams start identical: expand only the first
@@ -314,10 +285,11 @@ class AttentionDecoder(nn.Module):
         finished_row[self.pad_id] = 0.0
         offsets = (torch.arange(batch_size, device=device) * beams).unsqueeze(1)  # (B, 1)
         history = torch.empty((batch_size * beams, 0), dtype=torch.long, device=device)
-        attention = torch.empty((batch_size * beams, 0, projected.size(1)), device=device)  # (B*K, L, R)
+        attention = torch.empty((batch_size * beams, 0, inputs.projected.size(1)), device=device)  # (B*K, L, R)
         word_log_probs = torch.empty((batch_size * beams, 0), device=device)  # (B*K, L)
         for _ in range(max_length + 1):
-            logits, weights, state = self._generation_step(tokens, region_gates, projected, state, hidden_product)
+            logits, weights, state = self.step(self.word_gates(tokens), state, inputs)
+            logits = self._banned(logits, history if block_trigrams else None, allow_unk)
             log_probs = torch.where(finished.unsqueeze(1), finished_row, logits.log_softmax(dim=1))  # (B*K, V)
             candidates = log_probs + scores  # (B*K, V): summed log-probability of each continuation
             candidate_lengths = lengths + (~finished).unsqueeze(1)  # (B*K, 1): every continuation of a row
@@ -348,9 +320,15 @@ class AttentionDecoder(nn.Module):
         return Generation(best_tokens, best_attention, best_log_probs)
 
     def generate(
-        self, features: torch.Tensor, max_length: int, beam_size: int = 1, length_penalty: float = 0.0
+        self,
+        features: torch.Tensor,
+        max_length: int,
+        beam_size: int = 1,
+        length_penalty: float = 0.0,
+        allow_unk: bool = False,
+        block_trigrams: bool = False,
     ) -> Generation:
         """Greedy decoding for `beam_size` 1 (the length penalty cannot change its choices), beam search above."""
         if beam_size <= 1:
-            return self.greedy(features, max_length)
-        return self.beam_search(features, beam_size, max_length, length_penalty)
+            return self.greedy(features, max_length, allow_unk, block_trigrams)
+        return self.beam_search(features, beam_size, max_length, length_penalty, allow_unk, block_trigrams)

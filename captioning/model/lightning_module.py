@@ -1,19 +1,22 @@
-"""LightningModule: the frozen encoder and the attention decoder, trained with cross-entropy."""
+"""LightningModule: the frozen encoder and the attention decoder, trained by one of the objectives (cross-entropy
+with the attention penalty, or self-critical on a reward such as CIDEr-D)."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
 from captioning.errors import CheckpointError, ConfigError
-from captioning.model.cuda_graph import GraphedStep
+from captioning.model import objectives, teacher_forcing
 from captioning.model.decoder import AttentionDecoder, Generation
 from captioning.model.encoder import ResNet50Encoder, encoder_identity
+from captioning.model.teacher_forcing import TRAIN_STEPS, TrainingPath
 from captioning.vocabulary import Vocabulary
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -21,67 +24,89 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 # The reference schedule, for a module built without a config (the configs give the same as `_partial_` targets).
 REFERENCE_OPTIMIZER: OptimizerFactory = functools.partial(torch.optim.Adam, lr=1e-3)
 REFERENCE_SCHEDULER: SchedulerFactory = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=10, gamma=0.5)
-# How a training batch is computed: captions packed (each step runs only the captions still going), padded
-# to fixed shapes, or padded and replayed from a CUDA graph; `auto` is the graph on one GPU, packed elsewhere.
-TRAIN_STEPS = ("auto", "packed", "padded", "graph")
 # float16 mixed precision (and its aliases): its loss scaling would need the gradients unscaled before clipping.
 UNSUPPORTED_PRECISIONS = ("16-mixed", "16", 16)
 FLOAT16_UNSUPPORTED = (
     "trainer.precision=16-mixed is not supported: its loss scaling would need the gradients unscaled before "
     "clipping. Use trainer.precision=bf16-mixed (as trainer=gpu does) or 32-true."
 )
+__all__ = ["TRAIN_STEPS", "CaptioningModule", "Reward"]
+
+
+class Reward(Protocol):
+    """What self-critical training maximises (captioning.evaluation.cider.CiderReward): fitted once on the
+    training references, then scoring token-id captions (N, L) of images `image` (N,) against the batch's
+    references (B, references, T)."""
+
+    def fit(self, references: list[list[list[int]]], vocabulary: Vocabulary) -> None: ...
+
+    def __call__(self, captions: torch.Tensor, image: torch.Tensor, references: torch.Tensor) -> torch.Tensor: ...
 
 
 class CaptioningModule(L.LightningModule):
     """Show, Attend and Tell. Checkpoints hold the decoder, the vocabulary and the encoder's name, not its
     frozen weights (rebuilt from torchvision), and contain only tensors and plain Python values.
 
-    It computes losses and steps; sample captions, figures and files are the business of callbacks."""
+    It computes losses and steps; sample captions, figures and files are the business of callbacks. The
+    decoder's sizes (`embed_dim`, `hidden_dim`, `attention_dim`, `dropout`) are `AttentionDecoder`'s arguments.
+    """
 
     def __init__(
         self,
         encoder: ResNet50Encoder,
         vocabulary: list[str],
-        embed_dim: int = 256,
-        hidden_dim: int = 256,
-        attention_dim: int = 256,
-        dropout: float = 0.5,
         attention_reg: float = 1.0,
+        attention_target: str = "one",
         max_caption_length: int = 20,
         optimizer: OptimizerFactory = REFERENCE_OPTIMIZER,
         scheduler: SchedulerFactory | None = REFERENCE_SCHEDULER,
         gradient_clip_norm: float | None = 5.0,
         train_step: str = "auto",
         compile_step: bool = False,
+        objective: str = "cross_entropy",
+        samples: int = 5,
+        baseline: str = "mean_of_others",
+        temperature: float = 1.0,
+        reward: Reward | None = None,
+        **decoder_sizes: Any,
     ) -> None:
+        """`objective`: cross_entropy, or self_critical with `samples` captions per image drawn at `temperature`,
+        scored by `reward` against a `baseline` (mean_of_others or greedy)."""
         super().__init__()
-        if train_step not in TRAIN_STEPS:
-            choices = ", ".join(TRAIN_STEPS)
-            raise ConfigError(f"model.train_step={train_step} is not one of {choices}: e.g. model.train_step=auto")
+        for name, value, choices in (
+            ("train_step", train_step, TRAIN_STEPS),
+            ("objective", objective, objectives.OBJECTIVES),
+            ("baseline", baseline, objectives.BASELINES),
+            ("attention_target", attention_target, objectives.PENALTY_TARGETS),
+        ):
+            if value not in choices:
+                raise ConfigError(
+                    f"model.{name}={value} is not one of {', '.join(choices)}: e.g. model.{name}={choices[0]}"
+                )
+        if objective == "self_critical" and reward is None:
+            raise ConfigError(
+                "model.objective=self_critical needs a reward: use experiment=scst (model.reward: CIDEr-D)."
+            )
         # The step is written out (forward, backward, clipping, optimizer) so that a CUDA graph can hold most of it.
         self.automatic_optimization = False
-        # The optimizer and scheduler are callables: the run's config records them, checkpoints do not.
-        self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
+        # The optimizer, scheduler and reward are objects: the run's config records them, checkpoints do not.
+        self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler", "reward"])
         self.encoder = encoder
         self.vocabulary = Vocabulary(vocabulary)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.reward = reward
+        vocabulary_ids = self.vocabulary
         self.decoder = AttentionDecoder(
             len(self.vocabulary),
             encoder.feature_dim,
-            embed_dim,
-            hidden_dim,
-            attention_dim,
-            dropout,
-            self.vocabulary.pad_id,
-            self.vocabulary.bos_id,
-            self.vocabulary.eos_id,
+            pad_id=vocabulary_ids.pad_id,
+            bos_id=vocabulary_ids.bos_id,
+            eos_id=vocabulary_ids.eos_id,
+            unk_id=vocabulary_ids.unk_id,
+            **decoder_sizes,
         )
-        if compile_step:
-            self.decoder.compile_step()
-        # The padded paths' fixed shapes: as many rows as the largest batch so far, and one CUDA graph per shape.
-        self._padded_rows = 0
-        self._graphs: dict[tuple, GraphedStep] = {}
+        self.training_path = TrainingPath(train_step, max_caption_length, self.vocabulary.pad_id, compile_step)
 
     # --- checkpoints without the frozen encoder ----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -92,8 +117,18 @@ class CaptioningModule(L.LightningModule):
             "weights": self.encoder.weights,
             "random_init_seed": self.encoder.random_init_seed,
         }
+        # The generator's state where the run stopped: a resumed run then draws the same shuffles, dropout and
+        # self-critical samples as one that never stopped.
+        checkpoint["rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming (ckpt_path=): the frozen encoder's weights join the state, and the generator is restored."""
+        self.add_encoder_state(checkpoint)
+        if "rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_state"])
+
+    def add_encoder_state(self, checkpoint: dict) -> None:
+        """Add the frozen encoder's weights to `checkpoint`'s state, refusing one trained on another encoder."""
         saved = checkpoint.get("encoder", {})
         saved_identity = encoder_identity(saved.get("weights"), saved.get("random_init_seed", 0))
         if saved_identity != self.encoder.identity:
@@ -104,6 +139,14 @@ class CaptioningModule(L.LightningModule):
             )
         encoder_state = {f"encoder.{name}": tensor for name, tensor in self.encoder.state_dict().items()}
         checkpoint["state_dict"] = {**checkpoint["state_dict"], **encoder_state}
+
+    def load_weights(self, checkpoint: dict) -> None:
+        """Start from the weights of `checkpoint` alone (init_from=): no optimizer, schedule or counters."""
+        self.add_encoder_state(checkpoint)
+        try:
+            self.load_state_dict(checkpoint["state_dict"])
+        except (KeyError, RuntimeError) as error:
+            raise CheckpointError(f"The checkpoint's weights do not fit this model: {str(error)[:300]}") from error
 
     # --- forward -------------------------------------------------------------------------------------------
     def region_features(self, batch: dict) -> torch.Tensor:
@@ -119,48 +162,65 @@ class CaptioningModule(L.LightningModule):
         """Mean cross-entropy per word of `captions` (N, T) (`<bos>` ... `<eos>`), ignoring `<pad>`; the number
         of words scored (0-d); and the doubly stochastic attention penalty, already times its lambda (0 if off).
 
-        `padded`: fixed shapes (`AttentionDecoder.padded_cross_entropy`) for normalised `features`, where blank
-        rows (all `<pad>`) may fill the batch; they count in neither term.
+        `padded`: fixed shapes (`teacher_forcing.padded`) for normalised `features`, where blank rows (all
+        `<pad>`) may fill the batch; they count in neither term.
         """
         pad_id = self.vocabulary.pad_id
         inputs, targets = captions[:, :-1], captions[:, 1:]  # (N, T-1)
         inputs = inputs.masked_fill(inputs == self.vocabulary.eos_id, pad_id)  # nothing follows <eos>
-        loss_function = self.decoder.padded_cross_entropy if padded else self.decoder.cross_entropy
-        cross_entropy, words, attention = loss_function(features, inputs, targets)  # (N, T-1, R)
+        if padded:
+            step = self.training_path.compiled_step(self.decoder)
+            logits, attention = teacher_forcing.padded(self.decoder, features, inputs, step)  # (N, T-1, V), (.., R)
+            cross_entropy, words = objectives.cross_entropy(logits.flatten(0, 1), targets.flatten(), pad_id)
+        else:
+            outputs = teacher_forcing.packed(self.decoder, features, inputs)
+            word_targets = targets.flatten()[outputs.positions]  # (N,)
+            cross_entropy, words = objectives.cross_entropy(outputs.logits, word_targets, pad_id)
+            attention = outputs.unpacked("attention", inputs.shape)  # (N, T-1, R)
         penalty = torch.zeros((), device=features.device)
         if self.hparams.attention_reg > 0:
-            mask = (targets != pad_id).unsqueeze(2).to(attention.dtype)  # (N, T-1, 1)
-            coverage = (attention * mask).sum(dim=1)  # (N, R): total attention each region got
-            captioned = mask[:, 0]  # (N, 1): 0 for a blank row
-            squares = ((1.0 - coverage) ** 2 * captioned).sum()
-            penalty = self.hparams.attention_reg * squares / (captioned.sum() * coverage.size(1)).clamp(min=1)
+            strength, target = self.hparams.attention_reg, self.hparams.get("attention_target", "one")
+            penalty = objectives.attention_penalty(attention, targets != pad_id, strength, target)
         return cross_entropy, words, penalty
 
-    def generate(self, features: torch.Tensor, beam_size: int = 1, length_penalty: float = 0.0) -> Generation:
-        return self.decoder.generate(features, self.hparams.max_caption_length, beam_size, length_penalty)
+    def generate(
+        self,
+        features: torch.Tensor,
+        beam_size: int = 1,
+        length_penalty: float = 0.0,
+        allow_unk: bool = False,
+        block_trigrams: bool = False,
+    ) -> Generation:
+        max_length = self.hparams.max_caption_length
+        return self.decoder.generate(features, max_length, beam_size, length_penalty, allow_unk, block_trigrams)
 
     @torch.no_grad()
     def caption(
-        self, features: torch.Tensor, beam_size: int = 1, length_penalty: float = 0.0
+        self,
+        features: torch.Tensor,
+        beam_size: int = 1,
+        length_penalty: float = 0.0,
+        allow_unk: bool = False,
+        block_trigrams: bool = False,
     ) -> list[tuple[list[str], torch.Tensor]]:
         """Each image's generated words and their attention (words, R): the one decoding that validation,
-        evaluation and caption.py report. Beam search ranks by log-probability / length ** `length_penalty`."""
-        generation = self.generate(features, beam_size, length_penalty)
+        evaluation and caption.py report. Beam search ranks by log-probability / length ** `length_penalty`;
+        `<unk>` is never generated unless `allow_unk`, nor a repeated trigram with `block_trigrams`."""
+        generation = self.generate(features, beam_size, length_penalty, allow_unk, block_trigrams)
         captions = []
         for tokens, attention in zip(generation.tokens.tolist(), generation.attention.float().cpu()):
             words = self.vocabulary.words(tokens)
             captions.append((words, attention[: len(words)]))
         return captions
 
-    # --- steps ----------------------------------------------------------------------------------------------
-    def _train_step_kind(self, features: torch.Tensor) -> str:
-        kind = self.hparams.get("train_step", "auto")
-        if kind == "auto":
-            one_device = self._trainer is None or self.trainer.world_size == 1
-            return "graph" if features.is_cuda and one_device else "packed"
-        if kind == "graph" and not features.is_cuda:
-            raise ConfigError("model.train_step=graph needs a CUDA device: use model.train_step=auto on this machine.")
-        return kind
+    # --- cross-entropy steps -----------------------------------------------------------------------------------
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self._trainer is not None:
+            self.manual_backward(loss)
+        else:  # a module driven by hand (the benchmarks, the tests)
+            loss.backward()
+        if self.hparams.get("gradient_clip_norm"):
+            torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), self.hparams.gradient_clip_norm)
 
     def learn(
         self, features: torch.Tensor, captions: torch.Tensor, padded: bool
@@ -168,42 +228,30 @@ class CaptioningModule(L.LightningModule):
         """Forward, backward and gradient clipping of one batch: the part of a step a CUDA graph can hold.
         Returns the cross-entropy, the number of words and the penalty, detached."""
         cross_entropy, words, penalty = self.caption_loss(features, captions, padded)
-        loss = cross_entropy + penalty
-        if self._trainer is not None:
-            self.manual_backward(loss)
-        else:  # a module driven by hand (the benchmarks, the tests)
-            loss.backward()
-        if self.hparams.get("gradient_clip_norm"):
-            torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), self.hparams.gradient_clip_norm)
+        self._backward(cross_entropy + penalty)
         return cross_entropy.detach(), words, penalty.detach()
+
+    def _path(self, features: torch.Tensor) -> str:
+        world_size = 1 if self._trainer is None else self.trainer.world_size
+        return self.training_path.resolve(features.is_cuda, world_size)
 
     def compute_gradients(
         self, features: torch.Tensor, captions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`learn` on a batch of features (B, R, D) and captions (B, T) by the configured path, leaving the
-        gradients in `.grad` for the optimizer. The padded paths pad to `max_caption_length` words and to the
-        number of captions of the first batch, so that the last, partial batch keeps the same shapes."""
-        kind = self._train_step_kind(features)
-        if kind == "packed":
-            self.decoder.zero_grad(set_to_none=True)
-            return self.learn(features, captions, padded=False)
-        rows, length = len(captions), self.hparams.max_caption_length + 2  # <bos> words <eos>
-        if captions.size(1) > length:
-            raise ValueError(f"Captions of {captions.size(1)} tokens exceed max_caption_length + 2 = {length}")
-        self._padded_rows = max(self._padded_rows, rows)
-        blank_rows = self._padded_rows - rows
-        # Normalised before the blank rows join, so that they do not count in the normalisation's statistics.
-        features = F.pad(self.decoder.normalise(features), (0, 0, 0, 0, 0, blank_rows))
-        captions = F.pad(captions, (0, length - captions.size(1), 0, blank_rows), value=self.vocabulary.pad_id)
-        if kind == "padded":
-            self.decoder.zero_grad(set_to_none=True)
-            return self.learn(features, captions, padded=True)
-        key = (tuple(features.shape), features.dtype, torch.is_autocast_enabled("cuda"))
-        if key not in self._graphs:
-            self._graphs[key] = GraphedStep(functools.partial(self.learn, padded=True), self.decoder.parameters())
-        return self._graphs[key](features, captions)
+        """`learn` on a batch of features (B, R, D) and captions (B, T) by the configured path (see
+        `TrainingPath`), leaving the gradients in `.grad` for the optimizer."""
+        return self.training_path(self.learn, self.decoder, features, captions, self._path(features))
+
+    def on_fit_start(self) -> None:
+        if self.hparams.objective == "cross_entropy":
+            self._path(torch.empty(0, device=self.device))  # a choice that cannot work here fails now
+        else:
+            references = self.trainer.datamodule.reference_ids("train")
+            self.reward.fit(references, self.vocabulary)  # the same training references on every rank
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.hparams.objective == "self_critical":
+            return self._self_critical_step(batch)
         optimizer = self.optimizers()
         features = self.region_features(batch)
         cross_entropy, _, penalty = self.compute_gradients(features, batch["captions"])
@@ -214,6 +262,58 @@ class CaptioningModule(L.LightningModule):
         if self.hparams.attention_reg > 0:
             self.log("train/attention_penalty", penalty, on_step=False, on_epoch=True, batch_size=captions)
         return cross_entropy + penalty
+
+    # --- self-critical steps ----------------------------------------------------------------------------------
+    def self_critical_gradients(self, features: torch.Tensor, references: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Forward and backward of one SCST batch of B images (features B x R x D) with all their references
+        (B, references, T): sample S captions of each, score them and the greedy captions by the reward, and
+        follow the samples' policy gradient against the baseline, leaving the gradients in `.grad`. Returns
+        the loss and what the log shows, detached."""
+        images, samples = len(features), self.hparams.samples
+        max_length = self.hparams.max_caption_length
+        self.decoder.eval()
+        greedy = self.decoder.greedy(features, max_length)  # (B, L): the greedy baseline's caption, and the log's
+        self.decoder.train()
+        sampled = self.decoder.sample(features, samples, max_length, self.hparams.temperature)  # (B*S, L)
+        pad = self.vocabulary.pad_id
+        width = max(sampled.tokens.size(1), greedy.tokens.size(1))
+        candidates = torch.cat(
+            [
+                F.pad(generation.tokens, (0, width - generation.tokens.size(1)), value=pad)
+                for generation in (sampled, greedy)
+            ]
+        )  # (B*S + B, L)
+        image_ids = torch.arange(images, device=features.device)
+        image = torch.cat([image_ids.repeat_interleave(samples), image_ids])  # (B*S + B,): whose references
+        with torch.no_grad():
+            scores = self.reward(candidates, image, references).to(features.dtype)  # (B*S + B,)
+        rewards, greedy_rewards = scores[: images * samples].view(images, samples), scores[images * samples :]
+        baseline = objectives.self_critical_baseline(rewards, greedy_rewards, self.hparams.baseline)  # (B, S)
+        loss = objectives.self_critical(sampled.log_probs, sampled.tokens, (rewards - baseline).flatten(), pad)
+        self.decoder.zero_grad(set_to_none=True)
+        self._backward(loss)
+        words = (sampled.tokens != pad).to(features.dtype)
+        return {
+            "train/loss": loss.detach(),
+            "train/reward": rewards.mean(),  # the samples' reward (their CIDEr-D)
+            "train/baseline": baseline.mean(),
+            "train/greedy_reward": greedy_rewards.mean(),  # the greedy captions' reward
+            "train/entropy": (sampled.entropy.detach() * words).sum() / words.sum().clamp(min=1),  # per sampled word
+        }
+
+    def _self_critical_step(self, batch: dict) -> torch.Tensor:
+        if batch["captions"].dim() != 3:
+            raise ConfigError(
+                "model.objective=self_critical scores each image's samples against all its references: train on "
+                "images, not captions, with data.train_per_image=true (as experiment=scst does)."
+            )
+        features = self.region_features(batch)  # (B, R, D)
+        logged = self.self_critical_gradients(features, batch["captions"])
+        self.optimizers().step()
+        images = len(features)
+        self.log("train/loss", logged.pop("train/loss"), on_step=True, on_epoch=True, batch_size=images)
+        self.log("train/reward", logged.pop("train/reward"), on_epoch=True, prog_bar=True, batch_size=images)
+        self.log_dict(logged, on_step=False, on_epoch=True, batch_size=images)
 
     def on_train_epoch_end(self) -> None:
         scheduler = self.lr_schedulers()

@@ -1,4 +1,5 @@
-"""Per-epoch record of the losses, the validation BLEU-4 and the learning rate, written as a CSV table."""
+"""Per-epoch record of the losses, the validation BLEU-4 and CIDEr-D, self-critical training's reward, and the
+learning rate, written as a CSV table."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import lightning as L
 import pandas as pd
 
 # Column of history.csv -> the logged metric it records.
-COLUMNS = {"train_loss": "train/loss_epoch", "val_loss": "val/loss", "val_bleu4": "val/bleu4"}
+COLUMNS = {"train_loss": "train/loss_epoch", "val_loss": "val/loss", "val_bleu4": "val/bleu4", "val_cider": "val/cider"}
+# Columns of a self-critical run only: the samples' reward (their CIDEr-D), its baseline, the greedy captions'
+# reward and the entropy of the sampled words.
+SELF_CRITICAL_COLUMNS = {
+    "reward": "train/reward_epoch",
+    "baseline": "train/baseline",
+    "greedy_reward": "train/greedy_reward",
+    "entropy": "train/entropy",
+}
 
 
 class LossHistory(L.Callback):
@@ -23,7 +32,8 @@ class LossHistory(L.Callback):
             return
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
-        for column, key in COLUMNS.items():
+        columns = {**COLUMNS, **(SELF_CRITICAL_COLUMNS if SELF_CRITICAL_COLUMNS["baseline"] in metrics else {})}
+        for column, key in columns.items():
             row[column] = float(metrics[key]) if key in metrics else float("nan")
         row["lr"] = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
@@ -31,4 +41,5 @@ class LossHistory(L.Callback):
         self.table().to_csv(self.path, index=False)
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["epoch", "step", *COLUMNS, "lr"])
+        extra = [column for column in SELF_CRITICAL_COLUMNS if any(column in row for row in self.rows)]
+        return pd.DataFrame(self.rows, columns=["epoch", "step", *COLUMNS, *extra, "lr"])

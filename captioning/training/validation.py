@@ -1,4 +1,5 @@
-"""What validation shows besides the loss: BLEU-4 of greedy captions, and sample captions with attention."""
+"""What validation shows besides the loss: BLEU-4 and CIDEr-D of greedy captions, and sample captions with
+attention."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from captioning.data.images import load_image
+from captioning.evaluation.cider import CiderDMetric
 from captioning.evaluation.metrics import bleu_4
 from captioning.visual.attention import attention_figure
 from captioning.vocabulary import detokenize
@@ -14,17 +16,23 @@ from captioning.vocabulary import detokenize
 
 class ValidationCaptions(L.Callback):
     """Captions every validation image greedily, as `evaluate.py eval.split=val eval.beam_size=1` would, and
-    logs their corpus BLEU-4 as `val/bleu4` (so that a ModelCheckpoint can monitor it). On TensorBoard it
-    also shows the first `logged_samples` captions next to their ground truth and the first one's attention.
+    logs their corpus BLEU-4 as `val/bleu4` and CIDEr-D as `val/cider` (so that a ModelCheckpoint can monitor
+    them). On TensorBoard it also shows the first `logged_samples` captions next to their ground truth and the
+    first one's attention. CIDEr-D is a torchmetrics Metric, synchronised across DDP ranks (images that the
+    distributed sampler repeats to even the ranks count twice); BLEU-4 is computed on the gathered captions.
     """
 
-    def __init__(self, bleu: bool = True, logged_samples: int = 4) -> None:
+    def __init__(self, bleu: bool = True, logged_samples: int = 4, cider: bool = True) -> None:
         self.bleu = bleu
         self.logged_samples = logged_samples
+        self.cider = CiderDMetric() if cider else None
         self._predictions: list[dict] = []
 
     def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._predictions = []
+        if self.cider is not None:
+            self.cider.reset()
+            self.cider.to(module.device)
 
     def on_validation_batch_end(
         self,
@@ -35,11 +43,14 @@ class ValidationCaptions(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if trainer.sanity_checking or not (self.bleu or len(self._predictions) < self.logged_samples):
+        scored = self.bleu or self.cider is not None
+        if trainer.sanity_checking or not (scored or len(self._predictions) < self.logged_samples):
             return
         captions = module.caption(outputs["features"], beam_size=1)
         for (words, attention), references, path in zip(captions, batch["references"], batch["image_paths"]):
             self._predictions.append({"image": path, "words": words, "attention": attention, "references": references})
+        if self.cider is not None:
+            self.cider.update([" ".join(words) for words, _ in captions], [list(refs) for refs in batch["references"]])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self._predictions:
@@ -51,6 +62,8 @@ class ValidationCaptions(L.Callback):
                 {p["image"]: list(p["references"]) for p in predictions},
             )
             module.log("val/bleu4", score, prog_bar=True, sync_dist=True)  # the same gathered figure on every rank
+        if self.cider is not None:
+            module.log("val/cider", float(self.cider.compute()), prog_bar=True, sync_dist=True)
         if trainer.is_global_zero and isinstance(trainer.logger, TensorBoardLogger):
             self._log_samples(trainer.logger, trainer.global_step)
 

@@ -1,4 +1,5 @@
-"""A callback that records, per process, which captions it trained on and a digest of its final weights."""
+"""A callback that records, per process, which captions it trained on, a digest of its final weights and the
+document frequencies of its self-critical reward."""
 
 import json
 from pathlib import Path
@@ -19,8 +20,11 @@ class RecordRankData(L.Callback):
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         weights = torch.cat([parameter.detach().flatten() for parameter in module.decoder.parameters()])
         self.directory.mkdir(parents=True, exist_ok=True)
+        scorer = getattr(getattr(module, "reward", None), "scorer", None)
         record = {
             "samples": self.samples,
+            # The document frequencies a self-critical reward was fitted on, if any.
+            "reward_table": None if scorer is None else [scorer.document_keys.tolist(), scorer.document_idf.tolist()],
             "weights_sum": weights.double().sum().item(),
             "weights_norm": weights.double().norm().item(),
             "world_size": trainer.world_size,

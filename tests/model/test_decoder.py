@@ -1,11 +1,14 @@
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from captioning.model import objectives, teacher_forcing
 from captioning.model.decoder import AttentionDecoder
+from captioning.model.teacher_forcing import teacher_forced
 from captioning.model.tutorial import tutorial_forward
 
 
@@ -14,13 +17,27 @@ def small_decoder(vocab_size: int = 20, feature_dim: int = 32) -> AttentionDecod
     return AttentionDecoder(vocab_size, feature_dim, embed_dim=16, hidden_dim=24, attention_dim=12, dropout=0.0)
 
 
+def generated_words(decoder: AttentionDecoder) -> list[int]:
+    """The ids generation may emit: every word but `<pad>`, `<bos>` and `<unk>`."""
+    return [
+        token for token in range(decoder.vocab_size) if token not in (decoder.pad_id, decoder.bos_id, decoder.unk_id)
+    ]
+
+
+def allowed_log_softmax(decoder: AttentionDecoder, logits: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the words generation may emit (the others at -inf)."""
+    banned = torch.ones(decoder.vocab_size, dtype=torch.bool)
+    banned[generated_words(decoder)] = False
+    return logits.masked_fill(banned, float("-inf")).log_softmax(dim=-1)
+
+
 def teacher_forced_log_probs(decoder: AttentionDecoder, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Log-probability (B, L) of each word of `tokens` (B, L) given the words before it, by teacher forcing
-    (the training step); 0 where `tokens` is `<pad>`."""
+    (the training step), over the words generation may emit; 0 where `tokens` is `<pad>`."""
     inputs = torch.cat([torch.full((len(tokens), 1), decoder.bos_id), tokens[:, :-1]], dim=1)  # (B, L)
     with torch.no_grad():
-        logits, _ = decoder(features, inputs)  # (B, L, V)
-    log_probs = logits.log_softmax(dim=-1).gather(2, tokens.unsqueeze(2)).squeeze(2)  # (B, L)
+        logits, _ = teacher_forced(decoder, features, inputs)  # (B, L, V)
+    log_probs = allowed_log_softmax(decoder, logits).gather(2, tokens.unsqueeze(2)).clamp(min=-1e30).squeeze(2)
     return log_probs.masked_fill(tokens == decoder.pad_id, 0.0)
 
 
@@ -72,12 +89,11 @@ def reference_beam_search(
                 if ended:
                     continue
                 with torch.no_grad():
-                    logits, _ = decoder(image, torch.tensor([[decoder.bos_id, *tokens]]))
-                log_probs = logits[0, -1].log_softmax(dim=0).tolist()
+                    logits, _ = teacher_forced(decoder, image, torch.tensor([[decoder.bos_id, *tokens]]))
+                log_probs = allowed_log_softmax(decoder, logits[0, -1]).tolist()
                 candidates += [
                     (tokens + [token], score + log_probs[token], token == decoder.eos_id)
-                    for token in range(decoder.vocab_size)
-                    if token != decoder.pad_id
+                    for token in generated_words(decoder)
                 ]
             candidates.sort(key=lambda hypothesis: hypothesis[1] / len(hypothesis[0]) ** length_penalty, reverse=True)
             beam = candidates[:beam_size]
@@ -90,7 +106,7 @@ def test_teacher_forcing_shapes_and_attention_over_49_regions():
     features = torch.randn(3, 49, 32) * 300  # the scale of a random ResNet's features
     captions = torch.randint(3, 20, (3, 7))
 
-    logits, attention = decoder(features, captions)
+    logits, attention = teacher_forced(decoder, features, captions)
 
     assert logits.shape == (3, 7, 20)
     assert attention.shape == (3, 7, 49)  # 49 weights per word
@@ -129,17 +145,15 @@ def test_batched_beam_search_equals_one_image_at_a_time(length_penalty):
 
 
 def test_a_beam_as_wide_as_every_caption_finds_the_most_likely_caption():
-    # 5 words that can follow (all but <pad>) and at most 3 of them: 125 captions, all kept by a beam of 125,
-    # so the search is exhaustive and must return what enumerating every caption finds.
-    decoder = small_decoder(vocab_size=6).double().eval()
-    with torch.no_grad():
-        decoder.output.bias[decoder.pad_id] = -30.0
-    words = [token for token in range(6) if token != decoder.pad_id]
+    # 4 words that can follow (all but <pad>, <bos> and <unk>) and at most 3 of them: 64 hypotheses at most, all
+    # kept by a beam of 64, so the search is exhaustive and must return what enumerating every caption finds.
+    decoder = small_decoder(vocab_size=7).double().eval()
+    words = generated_words(decoder)
     captions = [list(caption) for length in (1, 2, 3) for caption in itertools.product(words, repeat=length)]
     captions = [c for c in captions if decoder.eos_id not in c[:-1] and (c[-1] == decoder.eos_id or len(c) == 3)]
     torch.manual_seed(3)
     features = torch.randn(4, 9, 32, dtype=torch.float64) * 3
-    found = decoder.beam_search(features, beam_size=125, max_length=2).tokens
+    found = decoder.beam_search(features, beam_size=64, max_length=2).tokens
     for image in range(4):
         padded = torch.tensor([caption + [decoder.pad_id] * (3 - len(caption)) for caption in captions])
         image_features = features[image : image + 1].expand(len(captions), -1, -1)
@@ -150,7 +164,7 @@ def test_a_beam_as_wide_as_every_caption_finds_the_most_likely_caption():
 
 
 def test_greedy_log_probs_equal_teacher_forcing_on_the_generated_words():
-    decoder = eos_decoder(eos_bias=0.2)
+    decoder = eos_decoder(eos_bias=0.3)
     torch.manual_seed(1)
     features = torch.randn(6, 9, 32, dtype=torch.float64) * 10
     generation = decoder.greedy(features, max_length=8)
@@ -183,7 +197,7 @@ def test_decoder_overfits_a_handful_of_captions():
     captions = torch.tensor([[1, 4, 5, 6, 2, 0], [1, 7, 8, 2, 0, 0], [1, 4, 9, 10, 11, 2], [1, 11, 10, 5, 2, 0]])
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
     for _ in range(150):
-        logits, _ = decoder(features, captions[:, :-1])
+        logits, _ = teacher_forced(decoder, features, captions[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), captions[:, 1:].flatten(), ignore_index=0)
         optimizer.zero_grad()
         loss.backward()
@@ -198,7 +212,7 @@ def test_fast_path_loss_equals_the_per_step_reference_loop():
     decoder = small_decoder(vocab_size=30).eval()
     features = torch.randn(4, 49, 32) * 100
     captions = torch.randint(3, 30, (4, 9))
-    fast, _ = decoder(features, captions)
+    fast, _ = teacher_forced(decoder, features, captions)
     reference = tutorial_forward(decoder, features, captions)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
 
@@ -207,18 +221,18 @@ def test_generation_step_shares_each_images_features_with_its_adjacent_beams():
     decoder = small_decoder().double().eval()
     images, beams = 3, 4
     features = torch.randn(images, 9, 32, dtype=torch.float64) * 10
-    hidden_product = decoder._plain_hidden_product()
     with torch.no_grad():
-        region_gates, projected, hidden, cell = decoder._start_generation(features)  # (B, R, 4H), (B, R, A)
+        inputs, (hidden, cell) = decoder._start_generation(features, beams)  # regions (B, R, 4H), state (B*K, H)
+    region_gates, projected = inputs.regions, inputs.projected
     # Every beam its own hypothesis: its image's initial state, moved apart, and its own last word.
-    hidden = (hidden.repeat_interleave(beams, dim=0) + torch.randn(images * beams, hidden.size(1))).tanh()  # (B*K, H)
-    cell = cell.repeat_interleave(beams, dim=0) + torch.randn(images * beams, cell.size(1))  # (B*K, H)
+    hidden = (hidden + torch.randn(images * beams, hidden.size(1))).tanh()  # (B*K, H)
+    cell = cell + torch.randn(images * beams, cell.size(1))  # (B*K, H)
     tokens = torch.randint(3, decoder.vocab_size, (images * beams,))  # (B*K,)
 
     def step(region_gates: torch.Tensor, projected: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
-            logits, attention, (new_hidden, new_cell) = decoder._generation_step(
-                tokens, region_gates, projected, (hidden, cell), hidden_product
+            logits, attention, (new_hidden, new_cell) = decoder.step(
+                decoder.word_gates(tokens), (hidden, cell), replace(inputs, regions=region_gates, projected=projected)
             )
         return logits, attention, new_hidden, new_cell
 
@@ -251,7 +265,8 @@ def test_batched_weight_gradients_equal_the_plain_loops_on_captions_of_different
     targets = torch.randint(3, 30, (5, 9)).masked_fill(inputs == decoder.pad_id, decoder.pad_id)
 
     decoder.zero_grad()
-    loss, words, _ = decoder.cross_entropy(features, inputs, targets)
+    outputs = teacher_forcing.packed(decoder, features, inputs)
+    loss, words = objectives.cross_entropy(outputs.logits, targets.flatten()[outputs.positions], decoder.pad_id)
     assert words == 9 + 4 + 7 + 1 + 4
     loss.backward()
     packed_loss, packed_gradients = loss.detach(), gradients(decoder)
@@ -272,19 +287,20 @@ def test_padded_fixed_shape_path_equals_the_packed_path_with_a_partial_batch():
     inputs = captions_of_different_lengths(5, 9, [9, 4, 7, 1, 4])
     targets = torch.randint(3, 30, (5, 9)).masked_fill(inputs == decoder.pad_id, decoder.pad_id)
 
-    def loss_and_gradients(loss_function) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def loss_and_gradients(run, targets) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         decoder.zero_grad()
-        loss, words, attention = loss_function()
+        logits, attention = run()  # (B, T, V), (B, T, R)
+        loss, _ = objectives.cross_entropy(logits.flatten(0, 1), targets.flatten(), decoder.pad_id)
         (loss + (attention**2).sum()).backward()  # the attention has a gradient of its own too
         return loss.detach(), attention.detach(), gradients(decoder)
 
-    packed = loss_and_gradients(lambda: decoder.cross_entropy(features, inputs, targets))
+    packed = loss_and_gradients(lambda: teacher_forced(decoder, features, inputs), targets)
     # Fixed shapes: 12 captions long, and 3 blank rows make a batch of 8, as the last batch of an epoch.
     # The features are normalised before the blank rows join, as the training step does.
     normalised = F.pad(decoder.normalise(features), (0, 0, 0, 0, 0, 3))  # (8, 7, 32)
     padded_inputs = F.pad(inputs, (0, 3, 0, 3), value=decoder.pad_id)  # (8, 12)
     padded_targets = F.pad(targets, (0, 3, 0, 3), value=decoder.pad_id)
-    padded = loss_and_gradients(lambda: decoder.padded_cross_entropy(normalised, padded_inputs, padded_targets))
+    padded = loss_and_gradients(lambda: teacher_forcing.padded(decoder, normalised, padded_inputs), padded_targets)
 
     torch.testing.assert_close(padded[0], packed[0], rtol=1e-12, atol=0)
     torch.testing.assert_close(padded[1][:5, :9], packed[1], rtol=1e-12, atol=1e-15)
@@ -334,3 +350,68 @@ def test_stopping_early_returns_the_best_hypothesis_of_a_search_run_to_the_end(l
     assert generation.tokens.size(1) < 9  # it did stop early
     expected = teacher_forced_log_probs(decoder, features, generation.tokens)
     torch.testing.assert_close(generation.log_probs, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_sampling_draws_each_word_with_its_probability_and_reports_its_log_probability():
+    # After <bos>: word 4 with 0.6, word 5 with 0.3, <eos> with 0.1; both words are then followed by <eos>.
+    transitions = torch.full((7, 7), 1e-9, dtype=torch.float64)
+    transitions[1, 4], transitions[1, 5], transitions[1, 2] = 0.6, 0.3, 0.1
+    transitions[4, 2] = transitions[5, 2] = transitions[2, 2] = transitions[6, 2] = 1.0
+    decoder = bigram_decoder(transitions / transitions.sum(dim=1, keepdim=True))
+    features = torch.randn(2, 9, 32, dtype=torch.float64)
+    torch.manual_seed(0)
+    sampled = decoder.sample(features, samples=2000, max_length=5)
+    assert sampled.tokens.shape[0] == 4000
+    first = sampled.tokens[:, 0]
+    shares = [(first == token).double().mean().item() for token in (4, 5, 2)]
+    assert shares == pytest.approx([0.6, 0.3, 0.1], abs=0.03)
+    # Each drawn word's log-probability is the teacher-forced one; nothing is drawn after <eos>.
+    expected = teacher_forced_log_probs(decoder, features.repeat_interleave(2000, dim=0), sampled.tokens)
+    torch.testing.assert_close(sampled.log_probs, expected, rtol=1e-9, atol=1e-9)
+    assert (sampled.tokens[first == 2, 1:] == decoder.pad_id).all()
+    entropy = -sum(p * math.log(p) for p in (0.6, 0.3, 0.1))
+    torch.testing.assert_close(
+        sampled.entropy[:, 0], torch.full((4000,), entropy, dtype=torch.float64), atol=1e-6, rtol=0
+    )
+
+
+def test_sampling_at_a_low_temperature_is_greedy_and_its_log_probabilities_carry_gradients():
+    decoder = eos_decoder(eos_bias=0.3)
+    torch.manual_seed(1)
+    features = torch.randn(6, 9, 32, dtype=torch.float64) * 10
+    greedy = decoder.greedy(features, max_length=8)
+    cold = decoder.sample(features, samples=3, max_length=8, temperature=1e-4)
+    length = greedy.tokens.size(1)
+    assert torch.equal(cold.tokens[:, :length], greedy.tokens.repeat_interleave(3, dim=0))
+    sampled = decoder.sample(features, samples=3, max_length=8)
+    sampled.log_probs.sum().backward()
+    assert decoder.output.weight.grad.abs().sum() > 0
+
+
+def test_unk_is_never_generated_unless_allowed():
+    decoder = small_decoder().eval()
+    with torch.no_grad():
+        decoder.output.bias[decoder.unk_id] = 30.0  # by far the likeliest word
+    features = torch.randn(3, 9, 32)
+    for generate in (
+        lambda **allow: decoder.greedy(features, 6, **allow),
+        lambda **allow: decoder.beam_search(features, 3, 6, **allow),
+        lambda **allow: decoder.sample(features, 2, 6, **allow),
+    ):
+        assert not (generate().tokens == decoder.unk_id).any()
+        assert (generate(allow_unk=True).tokens[:, 0] == decoder.unk_id).all()
+
+
+def test_blocking_trigrams_stops_a_caption_that_loops():
+    # "4 5 6 4 5 6 ...": a loop that greedy decoding and beam search follow to the maximum length.
+    transitions = torch.full((9, 9), 1e-6, dtype=torch.float64)
+    transitions[1, 4] = transitions[4, 5] = transitions[5, 6] = transitions[6, 4] = 1.0
+    transitions[6, 2] = 0.1  # <eos> after 6 is the next best choice
+    decoder = bigram_decoder(transitions / transitions.sum(dim=1, keepdim=True))
+    features = torch.randn(2, 9, 32, dtype=torch.float64)
+    for generate in (decoder.greedy, lambda *args, **kw: decoder.beam_search(features, 3, *args[1:], **kw)):
+        looping = generate(features, 12).tokens[0].tolist()
+        assert looping[:6] == [4, 5, 6, 4, 5, 6] and decoder.eos_id not in looping
+        blocked = [token for token in generate(features, 12, block_trigrams=True).tokens[0].tolist() if token]
+        trigrams = list(zip(blocked, blocked[1:], blocked[2:]))
+        assert len(trigrams) == len(set(trigrams)) and blocked[-1] == decoder.eos_id

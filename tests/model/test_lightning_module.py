@@ -1,6 +1,7 @@
 import torch
 
 from captioning.model.lightning_module import CaptioningModule
+from captioning.model.teacher_forcing import teacher_forced
 from captioning.vocabulary import SPECIAL_TOKENS
 
 
@@ -15,7 +16,9 @@ class TinyEncoder(torch.nn.Module):
 def make_module(attention_reg: float) -> CaptioningModule:
     torch.manual_seed(0)
     vocabulary = [*SPECIAL_TOKENS, "a", "red", "circle"]
-    return CaptioningModule(TinyEncoder(), vocabulary, 8, 8, 8, dropout=0.0, attention_reg=attention_reg).eval()
+    return CaptioningModule(
+        TinyEncoder(), vocabulary, embed_dim=8, hidden_dim=8, attention_dim=8, dropout=0.0, attention_reg=attention_reg
+    ).eval()
 
 
 def test_loss_ignores_padding():
@@ -36,7 +39,7 @@ def test_doubly_stochastic_penalty_is_added_with_its_lambda():
     regularised_module = make_module(2.0)
     cross_entropy, _, penalty = regularised_module.caption_loss(features, captions)
     inputs = captions[:, :-1].masked_fill(captions[:, :-1] == 2, 0)  # <eos> is never an input
-    _, attention = regularised_module.decoder(features, inputs)
+    _, attention = teacher_forced(regularised_module.decoder, features, inputs)
     mask = (captions[:, 1:] != 0).unsqueeze(2).float()
     expected = ((1 - (attention * mask).sum(dim=1)) ** 2).mean()
     assert no_penalty == 0 and torch.isclose(cross_entropy, plain)  # the reported loss stays cross-entropy

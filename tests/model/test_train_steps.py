@@ -1,11 +1,14 @@
-"""The training step's paths (packed, padded to fixed shapes, replayed from a CUDA graph) train alike."""
+"""The training step's paths (packed, padded to fixed shapes, replayed from a CUDA graph) train alike, and a
+choice that would be ignored is refused."""
 
 import functools
 
 import pytest
 import torch
 
+from captioning.errors import ConfigError
 from captioning.model.lightning_module import CaptioningModule
+from captioning.model.teacher_forcing import TrainingPath
 from captioning.vocabulary import SPECIAL_TOKENS
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -18,8 +21,13 @@ class CachedFeaturesOnly(torch.nn.Module):
 
 
 def make_module(
-    train_step: str, device: str = "cpu", dtype: torch.dtype = torch.float64, lr: float = 1e-3
+    train_step: str,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float64,
+    lr: float = 1e-3,
+    compile_step: bool = False,
 ) -> CaptioningModule:
+    """A small module; `padded`, which users cannot choose, is the graph's fixed-shape step run eagerly."""
     torch.manual_seed(0)
     vocabulary = [*SPECIAL_TOKENS, *(f"word{index}" for index in range(26))]
     module = CaptioningModule(
@@ -33,8 +41,11 @@ def make_module(
         optimizer=functools.partial(torch.optim.Adam, lr=lr),
         scheduler=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.1),
         gradient_clip_norm=0.5,  # small enough to clip
-        train_step=train_step,
+        train_step="packed" if train_step == "padded" else train_step,
+        compile_step=compile_step,
     )
+    if train_step == "padded":
+        module.training_path = TrainingPath("padded", 10, module.vocabulary.pad_id)
     return module.to(device=device, dtype=dtype)
 
 
@@ -109,8 +120,9 @@ def assert_trains_as_the_eager_packed_steps_on_the_gpu(module: CaptioningModule)
 def test_graph_steps_train_as_the_eager_packed_steps_on_the_gpu():
     graph_module = make_module("auto", "cuda", torch.float32)
     assert_trains_as_the_eager_packed_steps_on_the_gpu(graph_module)
-    assert len(graph_module._graphs) == 1  # the partial batches replayed the same graph
-    assert graph_module._graphs[next(iter(graph_module._graphs))].graph is not None
+    graphs = graph_module.training_path._graphs
+    assert len(graphs) == 1  # the partial batches replayed the same graph
+    assert graphs[next(iter(graphs))].graph is not None
 
 
 @needs_cuda
@@ -131,6 +143,17 @@ def test_bf16_graph_steps_learn_on_the_gpu():
 
 @needs_cuda
 def test_compiled_graph_steps_train_as_the_eager_packed_steps_on_the_gpu():
-    compiled_module = make_module("graph", "cuda", torch.float32)
-    compiled_module.decoder.compile_step()
+    compiled_module = make_module("graph", "cuda", torch.float32, compile_step=True)
     assert_trains_as_the_eager_packed_steps_on_the_gpu(compiled_module)
+
+
+@pytest.mark.parametrize("train_step", ["padded", "fast"])
+def test_a_path_users_cannot_choose_is_refused(train_step):
+    with pytest.raises(ConfigError, match=f"model.train_step={train_step} is not one of auto, packed, graph"):
+        CaptioningModule(CachedFeaturesOnly(), list(SPECIAL_TOKENS), train_step=train_step)
+
+
+def test_compiling_is_refused_where_the_packed_path_would_ignore_it():
+    module = make_module("auto", compile_step=True)
+    with pytest.raises(ConfigError, match="model.compile_step=true compiles the padded step"):
+        module.compute_gradients(torch.randn(2, 7, 32, dtype=torch.float64), torch.ones(2, 4, dtype=torch.long))
