@@ -13,11 +13,13 @@ from tests.helpers.runs import PROJECT, train_command
 pytestmark = pytest.mark.slow  # trains, evaluates or starts processes
 
 
-def test_two_processes_see_disjoint_data_and_end_with_the_same_weights(tmp_path):
+def two_process_run(tmp_path, *overrides: str) -> list[dict]:
+    """A tiny training with trainer=ddp on 2 CPU processes; what each process recorded (RecordRankData)."""
     command = train_command(
         tmp_path,
         tmp_path / "run",
         "~logger",
+        *overrides,
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
@@ -27,8 +29,11 @@ def test_two_processes_see_disjoint_data_and_end_with_the_same_weights(tmp_path)
     environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
     completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=environment)
     assert completed.returncode == 0, completed.stderr[-3000:]
+    return [json.loads((tmp_path / "probe" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 
-    ranks = [json.loads((tmp_path / "probe" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+
+def test_two_processes_see_disjoint_data_and_end_with_the_same_weights(tmp_path):
+    ranks = two_process_run(tmp_path)
     assert [rank["world_size"] for rank in ranks] == [2, 2]
     # Together the two processes saw every training caption exactly once: no sample twice, none lost.
     dataset = json.loads((tmp_path / "data" / "shapes_tiny" / "dataset_shapes.json").read_text())["images"]
@@ -53,22 +58,7 @@ def test_two_processes_see_disjoint_data_and_end_with_the_same_weights(tmp_path)
 
 
 def test_self_critical_training_runs_under_ddp_with_the_same_document_frequencies_on_both_processes(tiny_run, tmp_path):
-    command = train_command(
-        tmp_path,
-        tmp_path / "run",
-        "~logger",
-        "experiment=scst",
-        f"init_from={tiny_run['last_checkpoint']}",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "+callbacks.probe._target_=tests.helpers.ddp_probe.RecordRankData",
-        f"+callbacks.probe.directory={tmp_path / 'probe'}",
-    )
-    environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
-    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=environment)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    ranks = [json.loads((tmp_path / "probe" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    ranks = two_process_run(tmp_path, "experiment=scst", f"init_from={tiny_run['last_checkpoint']}")
     assert ranks[0]["reward_table"] is not None and ranks[0]["reward_table"] == ranks[1]["reward_table"]
     assert len(ranks[0]["samples"]) == len(ranks[1]["samples"]) == 4  # 8 training images, one each per rank
     first_images = {tuple(map(tuple, image)) for rank in ranks for image in rank["samples"]}

@@ -196,26 +196,7 @@ class AttentionDecoder(nn.Module):
         self, features: torch.Tensor, max_length: int, allow_unk: bool = False, block_trigrams: bool = False
     ) -> Generation:
         """The most likely word at each step, for at most `max_length` words plus `<eos>`."""
-        inputs, state = self._start_generation(features, 1)
-        tokens = torch.full((features.size(0),), self.bos_id, dtype=torch.long, device=features.device)
-        finished = torch.zeros_like(tokens, dtype=torch.bool)
-        generated, attention, log_probs = [], [], []
-        for _ in range(max_length + 1):
-            logits, weights, state = self.step(self.word_gates(tokens), state, inputs)
-            history = torch.stack(generated, dim=1) if block_trigrams and generated else None
-            log_prob = self._banned(logits, history, allow_unk).log_softmax(dim=-1)  # (B, V)
-            tokens = log_prob.argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
-            generated.append(tokens)
-            attention.append(weights)
-            log_probs.append(log_prob.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0))
-            finished |= tokens == self.eos_id
-            if finished.all():
-                break
-        return Generation(
-            tokens=torch.stack(generated, dim=1),  # (B, L)
-            attention=torch.stack(attention, dim=1),  # (B, L, R)
-            log_probs=torch.stack(log_probs, dim=1),  # (B, L)
-        )
+        return self._word_by_word(features, 1, max_length, None, allow_unk, block_trigrams)
 
     def sample(
         self,
@@ -227,23 +208,40 @@ class AttentionDecoder(nn.Module):
     ) -> Generation:
         """`samples` captions of each image (adjacent rows: B x S), each word drawn from the softmax of the
         logits / `temperature`, with the log-probability of each drawn word under that distribution and its
-        entropy. Gradients flow into the log-probabilities (self-critical training); the draws themselves
-        take none."""
-        inputs, state = self._start_generation(features, samples)
-        rows = features.size(0) * samples
-        tokens = torch.full((rows,), self.bos_id, dtype=torch.long, device=features.device)
+        entropy. Gradients flow into the log-probabilities (self-critical training); the draws take none."""
+        return self._word_by_word(features, samples, max_length, temperature, allow_unk, False)
+
+    def _word_by_word(
+        self,
+        features: torch.Tensor,
+        rows_per_image: int,
+        max_length: int,
+        temperature: float | None,
+        allow_unk: bool,
+        block_trigrams: bool,
+    ) -> Generation:
+        """One caption per row (B x K rows, K adjacent per image), a word at a time until every row has ended
+        or `max_length` words and `<eos>` are out: the most likely word (`temperature` None) or one drawn at
+        `temperature`. Rows that have ended continue with `<pad>`, at log-probability and entropy 0."""
+        inputs, state = self._start_generation(features, rows_per_image)
+        tokens = torch.full((len(state[0]),), self.bos_id, dtype=torch.long, device=features.device)
         finished = torch.zeros_like(tokens, dtype=torch.bool)
         generated, attention, log_probs, entropies = [], [], [], []
         for _ in range(max_length + 1):
             logits, weights, state = self.step(self.word_gates(tokens), state, inputs)
-            log_prob = self._banned(logits / temperature, None, allow_unk).log_softmax(dim=-1)  # (N, V)
-            drawn = torch.multinomial(log_prob.detach().exp(), 1).squeeze(1)  # (N,)
-            tokens = drawn.masked_fill(finished, self.pad_id)
-            generated.append(tokens)
-            attention.append(weights)
-            log_probs.append(log_prob.gather(1, drawn.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0))
+            history = torch.stack(generated, dim=1) if block_trigrams and generated else None
+            logits = logits if temperature is None else logits / temperature
+            log_prob = self._banned(logits, history, allow_unk).log_softmax(dim=-1)  # (N, V)
+            if temperature is None:
+                chosen = log_prob.argmax(dim=-1)  # (N,)
+            else:
+                chosen = torch.multinomial(log_prob.detach().exp(), 1).squeeze(1)  # (N,)
             probabilities = log_prob.exp()
             entropy = -(probabilities * log_prob.masked_fill(probabilities == 0, 0.0)).sum(dim=1)  # (N,)
+            tokens = chosen.masked_fill(finished, self.pad_id)
+            generated.append(tokens)
+            attention.append(weights)
+            log_probs.append(log_prob.gather(1, chosen.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0))
             entropies.append(entropy.masked_fill(finished, 0.0))
             finished = finished | (tokens == self.eos_id)
             if finished.all():
