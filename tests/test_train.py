@@ -110,9 +110,9 @@ def test_validation_logs_losses_captions_and_an_attention_figure(tmp_path):
     assert {"train/loss_epoch", "val/loss", "lr-Adam"} <= set(events.Tags()["scalars"])
     assert "val/attention" in events.Tags()["images"]
     assert "val/captions/text_summary" in events.Tags()["tensors"]
-    assert "val/bleu4" in events.Tags()["scalars"]
+    assert {"val/bleu4", "val/cider"} <= set(events.Tags()["scalars"])
     history = Path(result["history"]).read_text().splitlines()
-    assert history[0] == "epoch,step,train_loss,val_loss,val_bleu4,lr" and len(history) == 3
+    assert history[0] == "epoch,step,train_loss,val_loss,val_bleu4,val_cider,lr" and len(history) == 3
 
 
 def test_sweep_runs_every_job_into_its_own_directory(tmp_path):
