@@ -56,6 +56,15 @@ def _plain_linear(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Pro
     return functools.partial(F.linear, weight=weight, bias=bias)
 
 
+def _draw(log_probs: torch.Tensor) -> torch.Tensor:
+    """One word (N,) drawn from each row's distribution (N, V) by inverting its cumulative sum: as
+    `torch.multinomial`, whose exponential draws over the whole vocabulary cost far more on a CPU. A word of
+    probability 0 is never drawn (the draw lies in (0, total])."""
+    cumulative = log_probs.exp().cumsum(dim=1)  # (N, V)
+    draw = (1.0 - torch.rand_like(cumulative[:, :1])) * cumulative[:, -1:]  # (N, 1) in (0, total]
+    return torch.searchsorted(cumulative, draw).squeeze(1).clamp(max=log_probs.size(1) - 1)
+
+
 def _lstm_update(gates: torch.Tensor, cell: torch.Tensor) -> State:
     """LSTM from its gate pre-activations (N, 4H), in the order input, forget, candidate, output."""
     input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
@@ -168,11 +177,14 @@ class AttentionDecoder(nn.Module):
     def _start_generation(self, features: torch.Tensor, rows_per_image: int) -> tuple[StepInputs, State]:
         """The step inputs of generation from raw features (B, R, D), with the context's gate weights applied
         to the regions once per image (B, R, 4H), and the first state repeated for `rows_per_image` adjacent
-        hypotheses of each image (B x K, H)."""
+        hypotheses of each image (B x K, H). Where gradients are wanted (sampling for self-critical training),
+        the weights used at every word get theirs from one product over all the words."""
         normalised = self.normalise(features)
         projected, (hidden, cell) = self.initial_state(normalised)
         region_gates = F.linear(normalised, self.context_to_gates.weight)  # (B, R, 4H)
-        inputs = StepInputs(projected, region_gates, _plain_linear(*self._hidden_weights()), None, self.output)
+        linear = BatchedWeightLinear if torch.is_grad_enabled() else _plain_linear
+        hidden_product, output_product = linear(*self._hidden_weights()), linear(self.output.weight, self.output.bias)
+        inputs = StepInputs(projected, region_gates, hidden_product, None, output_product)
         state = (hidden.repeat_interleave(rows_per_image, dim=0), cell.repeat_interleave(rows_per_image, dim=0))
         return inputs, state
 
@@ -235,9 +247,10 @@ class AttentionDecoder(nn.Module):
             if temperature is None:
                 chosen = log_prob.argmax(dim=-1)  # (N,)
             else:
-                chosen = torch.multinomial(log_prob.detach().exp(), 1).squeeze(1)  # (N,)
-            probabilities = log_prob.exp()
-            entropy = -(probabilities * log_prob.masked_fill(probabilities == 0, 0.0)).sum(dim=1)  # (N,)
+                chosen = _draw(log_prob.detach())  # (N,)
+            with torch.no_grad():  # logged, not trained
+                probabilities = log_prob.exp()
+                entropy = -(probabilities * log_prob.masked_fill(probabilities == 0, 0.0)).sum(dim=1)  # (N,)
             tokens = chosen.masked_fill(finished, self.pad_id)
             generated.append(tokens)
             attention.append(weights)

@@ -222,7 +222,7 @@ def test_generation_step_shares_each_images_features_with_its_adjacent_beams():
     images, beams = 3, 4
     features = torch.randn(images, 9, 32, dtype=torch.float64) * 10
     with torch.no_grad():
-        inputs, (hidden, cell) = decoder._start_generation(features, beams)  # regions (B, R, 4H), state (B*K, H)
+        inputs, (hidden, cell) = decoder._start_generation(features, beams)  # regions (B, R, 4H), (B*K, H)
     region_gates, projected = inputs.regions, inputs.projected
     # Every beam its own hypothesis: its image's initial state, moved apart, and its own last word.
     hidden = (hidden + torch.randn(images * beams, hidden.size(1))).tanh()  # (B*K, H)
