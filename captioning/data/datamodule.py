@@ -32,7 +32,7 @@ from captioning.data.feature_cache import (
 )
 from captioning.data.images import UNREADABLE_IMAGE_ERRORS, ImageFolderDataset, image_transform, load_image
 from captioning.data.readers import SPLITS, read_annotations
-from captioning.errors import EmptySplitError
+from captioning.errors import ConfigError, EmptySplitError
 from captioning.folders import writable_folder
 from captioning.vocabulary import Vocabulary, tokenize
 
@@ -315,11 +315,11 @@ class CaptionDataModule(L.LightningDataModule):
     def reference_ids(self, split: str) -> list[list[list[int]]]:
         """Every image of `split` with its encoded references (`<bos>` ... `<eos>`): what a reward is fitted on."""
         dataset = self.datasets[split]
-        if isinstance(dataset, CaptionPairs):
-            by_image: dict[int, list[list[int]]] = {}
-            for image, caption in zip(dataset.image_indices, dataset.captions):
-                by_image.setdefault(image, []).append(caption.tolist())
-            return list(by_image.values())
+        if not isinstance(dataset, ImageReferences):  # the train split as (image, caption) pairs
+            raise ConfigError(
+                f"The {split} split is read as (image, caption) pairs: a reward needs every image's references, "
+                "with data.train_per_image=true (as experiment=scst sets)."
+            )
         return [[caption.tolist() for caption in image] for image in dataset.captions]
 
     def eval_dataloader(self, split: str) -> DataLoader:

@@ -96,14 +96,13 @@ class CaptioningModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.reward = reward
-        vocabulary_ids = self.vocabulary
         self.decoder = AttentionDecoder(
             len(self.vocabulary),
             encoder.feature_dim,
-            pad_id=vocabulary_ids.pad_id,
-            bos_id=vocabulary_ids.bos_id,
-            eos_id=vocabulary_ids.eos_id,
-            unk_id=vocabulary_ids.unk_id,
+            pad_id=self.vocabulary.pad_id,
+            bos_id=self.vocabulary.bos_id,
+            eos_id=self.vocabulary.eos_id,
+            unk_id=self.vocabulary.unk_id,
             **decoder_sizes,
         )
         self.training_path = TrainingPath(train_step, max_caption_length, self.vocabulary.pad_id, compile_step)
