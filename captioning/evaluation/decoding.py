@@ -66,6 +66,21 @@ def empty_share(captions: list[str]) -> float:
     return sum(not caption for caption in captions) / max(len(captions), 1)
 
 
+def repeated_trigram_share(captions: list[str]) -> float:
+    """The share of `captions` in which some word trigram occurs twice (0 for none): the loops of a decoder."""
+
+    def repeats(words: list[str]) -> bool:
+        trigrams = list(zip(words, words[1:], words[2:]))
+        return len(set(trigrams)) < len(trigrams)
+
+    return sum(repeats(caption.split()) for caption in captions) / max(len(captions), 1)
+
+
+def mean_length(captions: list[str]) -> float:
+    """The mean number of words of `captions` (0 for none)."""
+    return sum(len(caption.split()) for caption in captions) / max(len(captions), 1)
+
+
 def warn_of_empty_captions(captions: list[str], beam_size: int, length_penalty: float) -> None:
     """Log a warning when some `captions` are empty, a sign that `<eos>` at once outscored every real caption:
     every metric of those images is 0."""

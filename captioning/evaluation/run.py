@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a split: losses, COCO metrics, grounding, predictions, samples, attention figures."""
+"""Evaluate a checkpoint on a split: losses, COCO metrics, grounding and attention figures, predictions, samples."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from captioning.data.images import load_image
 from captioning.data.shapes import load_object_boxes
 from captioning.errors import DatasetFormatError
-from captioning.evaluation.decoding import caption_loss, decode_images, empty_share
+from captioning.evaluation.attention_maps import attention_statistics
+from captioning.evaluation.decoding import (
+    caption_loss,
+    decode_images,
+    empty_share,
+    mean_length,
+    repeated_trigram_share,
+)
 from captioning.evaluation.grounding import grounding_score
 from captioning.evaluation.metrics import caption_metrics
 from captioning.evaluation.report import metrics_table, samples_markdown, write_json
@@ -98,7 +105,11 @@ def evaluate_checkpoint(
     boxes = load_object_boxes(datamodule.root)
     if boxes is not None:
         metrics.update(grounding_score(predictions, *boxes))
-    metrics["empty_captions"] = empty_share([prediction["generated"] for prediction in predictions])
+    metrics.update(attention_statistics(predictions))
+    captions = [prediction["generated"] for prediction in predictions]
+    metrics["empty_captions"] = empty_share(captions)
+    metrics["repeated_trigrams"] = repeated_trigram_share(captions)
+    metrics["mean_length"] = mean_length(captions)
     metrics.update(
         {
             "num_images": len(predictions),

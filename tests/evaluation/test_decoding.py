@@ -1,6 +1,6 @@
 import logging
 
-from captioning.evaluation.decoding import empty_share, warn_of_empty_captions
+from captioning.evaluation.decoding import empty_share, mean_length, repeated_trigram_share, warn_of_empty_captions
 
 
 def test_empty_captions_are_counted_and_warned_of_with_their_share_and_remedy(caplog):
@@ -25,3 +25,19 @@ def test_no_warning_when_every_caption_has_a_word(caplog):
     with caplog.at_level(logging.WARNING, logger="captioning.evaluation.decoding"):
         warn_of_empty_captions(["a red circle", "a blue square"], beam_size=3, length_penalty=0.0)
     assert caplog.records == [] and empty_share([]) == 0.0
+
+
+def test_a_caption_repeats_a_trigram_only_when_the_same_three_words_come_twice():
+    captions = [
+        "a black shirt and a black shirt",  # "a black shirt" twice
+        "a red circle and a red square",  # "a red" twice, but no trigram
+        "",
+        "red red red red",  # "red red red" twice, overlapping
+    ]
+    assert repeated_trigram_share(captions) == 0.5
+    assert repeated_trigram_share([]) == 0.0
+
+
+def test_mean_length_counts_words_and_empty_captions_as_zero():
+    assert mean_length(["a red circle", "", "a blue square on the left"]) == 3.0
+    assert mean_length([]) == 0.0

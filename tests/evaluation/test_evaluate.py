@@ -54,6 +54,10 @@ def test_evaluate_writes_metrics_predictions_samples_and_figures(trained, tmp_pa
         "cider",
         "grounding",
         "grounding_chance",
+        "attention_peak",
+        "attention_change",
+        "repeated_trigrams",
+        "mean_length",
         "num_images",
         "empty_captions",
         "beam_size",
@@ -66,6 +70,7 @@ def test_evaluate_writes_metrics_predictions_samples_and_figures(trained, tmp_pa
     assert metrics["length_penalty"] == 0.5
     assert metrics["loss_samples"] == 7 and metrics["test_loss"] > 0 and metrics["test_loss_full"] > 0
     assert metrics == result["metrics"]
+    assert 1 / 49 <= metrics["attention_peak"] <= 1 and metrics["attention_change"] >= 0
 
     predictions = json.loads((out / "predictions.json").read_text())
     assert len(predictions) == 2
