@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 OBJECTIVES = ("cross_entropy", "self_critical")
 BASELINES = ("mean_of_others", "greedy")  # ICP's "new self-critical", and the paper's greedy caption
-PENALTY_TARGETS = ("one", "length")  # what each region's total attention over a caption is pushed towards
+PENALTY_TARGETS = ("one", "at_most_one")  # what each region's total attention over a caption is held to
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,16 +20,17 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> t
 def attention_penalty(
     attention: torch.Tensor, scored: torch.Tensor, strength: float, target: str = "one"
 ) -> torch.Tensor:
-    """The doubly stochastic attention penalty, times its `strength`: the mean over captions and regions of
-    (target - the region's total attention over the caption)^2, for attention (B, T, R) at the `scored` words
-    (B, T). `one` is the paper's target, which a caption shorter than the number of regions cannot meet, so
-    it pushes every map towards uniform; `length` asks each region for its share, T / R. Rows without a word
-    (blank rows of a padded batch) count in neither sum."""
+    """The doubly stochastic attention penalty, times its `strength`, for attention (B, T, R) at the `scored`
+    words (B, T): the mean over captions and regions of (1 - c)^2 for each region's total attention c over the
+    caption (`one`, the paper's), or of max(c - 1, 0)^2 (`at_most_one`: no region is looked at more than once
+    in all, and a region left unseen costs nothing). A caption shorter than the number of regions cannot give
+    each region 1, so `one` pushes every map towards uniform. (A target of T / R would change nothing: the
+    coverages sum to T, so its penalty differs from `one`'s by a constant.) Blank rows count in neither sum."""
     mask = scored.unsqueeze(2).to(attention.dtype)  # (B, T, 1)
     coverage = (attention * mask).sum(dim=1)  # (B, R): the total attention each region got
     captioned = mask[:, 0]  # (B, 1): 0 for a blank row
-    goal = 1.0 if target == "one" else mask.sum(dim=1) / attention.size(2)  # (B, 1) for "length"
-    squares = ((goal - coverage) ** 2 * captioned).sum()
+    shortfall = (coverage - 1).clamp(min=0) if target == "at_most_one" else 1 - coverage  # (B, R)
+    squares = (shortfall**2 * captioned).sum()
     return strength * squares / (captioned.sum() * coverage.size(1)).clamp(min=1)
 
 
