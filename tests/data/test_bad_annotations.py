@@ -11,6 +11,7 @@ import pytest
 from captioning.data.datamodule import CaptionDataModule
 from captioning.data.readers import read_annotations
 from captioning.errors import DatasetFormatError, EmptySplitError
+from captioning.model.encoder import ResNetEncoder
 from captioning.vocabulary import Vocabulary
 from tests.helpers.layouts import DOWNLOADS, write_layout, write_lines
 
@@ -69,9 +70,9 @@ def test_a_missing_first_image_is_skipped_and_listed_and_the_others_are_read(
     assert datamodule.skipped_images == [{"image": f"{image_folder}/{first}", "reason": "missing file"}]
 
 
-def resaved_comma_separated(path: Path) -> None:
-    """results.csv opened with its '|' separator and saved again as a CSV, as pandas users do."""
-    pd.read_csv(path, sep="|").to_csv(path, index=False)
+def resaved_tab_separated(path: Path) -> None:
+    """results.csv opened with its '|' separator and saved again with tabs, a form it is not read in."""
+    pd.read_csv(path, sep="|").to_csv(path, sep="\t", index=False)
 
 
 def resaved_tab_separated_without_header(path: Path) -> None:
@@ -85,9 +86,10 @@ def resaved_tab_separated_without_header(path: Path) -> None:
     [
         (
             "results_csv",
-            resaved_comma_separated,
-            "`image_name| comment_number| comment`, fields separated by '|', after a header line",
-            "'image_name, comment_number, comment'",
+            resaved_tab_separated,
+            "`image_name| comment_number| comment`, fields separated by '|', or `image_name,comment_number,comment`, "
+            "fields separated by ',', after a header line",
+            "'image_name\\t comment_number\\t comment'",
         ),
         (
             "captions_txt",
@@ -145,7 +147,10 @@ def test_training_without_a_training_image_stops_with_what_to_do(tmp_path, shape
 
 def test_training_images_that_are_all_unreadable_stop_the_run_before_the_sampler(tmp_path, shapes_root, shapes_entries):
     root = write_layout(tmp_path, "karpathy", shapes_entries, shapes_root / "images")
-    datamodule = CaptionDataModule(str(root), cache_features=False, min_word_frequency=1, num_workers=0)
+    encoder = ResNetEncoder(None, image_size=64)
+    datamodule = CaptionDataModule(
+        str(root), encoder=encoder, cache_features=False, min_word_frequency=1, num_workers=0
+    )
     datamodule.load_annotations()
     for entry in shapes_entries:
         if entry["split"] == "train":

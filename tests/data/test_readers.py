@@ -4,11 +4,12 @@ import random
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from captioning.data.readers import detect_format, deterministic_split, read_annotations
 from captioning.errors import DatasetFormatError, DatasetNotFoundError
-from tests.helpers.layouts import DOWNLOADS, LINE_LAYOUTS, write_layout
+from tests.helpers.layouts import DOWNLOADS, LINE_LAYOUTS, write_comma_separated_results_csv, write_layout
 
 EVERY_DOWNLOAD = [(dataset, layout) for dataset, layouts in DOWNLOADS.items() for layout in layouts]
 
@@ -140,6 +141,31 @@ def test_results_csv_values_are_stripped(tmp_path, shapes_root, shapes_entries):
     assert table.captions["image"].tolist() == [f"flickr30k_images/flickr30k_images/{name}"]
 
 
+def resaved_by_pandas(path: Path, entries: list[dict]) -> None:
+    """results.csv opened with its '|' separator and saved again by pandas: a header of `image_name, comment_number,
+    comment`, the spaces after Kaggle's pipes kept in the values, the captions with commas quoted."""
+    pd.read_csv(path, sep="|").to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("resave", [write_comma_separated_results_csv, resaved_by_pandas])
+def test_results_csv_resaved_comma_separated_reads_every_caption_with_its_commas_and_quotes(
+    tmp_path, resave, shapes_root, shapes_entries
+):
+    entries = [dict(entry) for entry in shapes_entries]
+    entries[0] = dict(entries[0], sentences=[{"raw": 'A man, in a hat, says "hello" .'}, {"raw": "A dog runs ."}])
+    root = write_layout(tmp_path, "results_csv", entries, shapes_root / "images")
+    path = root / "flickr30k_images" / "results.csv"
+    resave(path, entries)
+    assert "|" not in path.read_text() and 'A man, in a hat, says ""hello"" ."\n' in path.read_text()  # quoted
+
+    table = read_annotations(root)
+
+    assert table.format == "results_csv" and not table.malformed_lines
+    assert pairs(table) == {(e["filename"], s["raw"]) for e in entries for s in e["sentences"]}
+    assert len(table.captions) == 2 + 5 * 11
+    assert split_by_name(table) == deterministic_split([entry["filename"] for entry in entries])
+
+
 def test_captions_txt_keeps_commas_and_quotes(tmp_path, shapes_root, shapes_entries):
     root = write_layout(tmp_path, "captions_txt", shapes_entries, shapes_root / "images")
     name = shapes_entries[0]["filename"]
@@ -174,8 +200,10 @@ def test_missing_root_and_unknown_layout_say_what_to_do(tmp_path):
         read_annotations(tmp_path / "nowhere")
     with pytest.raises(DatasetNotFoundError, match="expected one of dataset_"):
         read_annotations(tmp_path)
-    with pytest.raises(DatasetFormatError, match="Unknown data.format='coco'"):
-        read_annotations(tmp_path, format="coco")
+    with pytest.raises(DatasetFormatError, match="Unknown data.format='imagenet'"):
+        read_annotations(tmp_path, format="imagenet")
+    with pytest.raises(DatasetFormatError, match="Unknown data.restval='val': use train or drop"):
+        read_annotations(tmp_path, restval="val")
 
 
 def test_a_root_too_high_or_too_low_says_what_it_holds(tmp_path, shapes_root, shapes_entries):
@@ -194,10 +222,33 @@ def test_a_root_too_high_or_too_low_says_what_it_holds(tmp_path, shapes_root, sh
     assert f"but it holds {first_images} and 4 more." in str(too_low.value)
 
 
-def test_a_forced_layout_that_is_not_there_is_named(tmp_path, shapes_root, shapes_entries):
-    root = write_layout(tmp_path, "captions_txt", shapes_entries, shapes_root / "images")
-    with pytest.raises(DatasetNotFoundError, match=r"expected results.csv \(Kaggle Flickr30k\), but it holds Images/"):
-        read_annotations(root, format="results_csv")
+@pytest.mark.parametrize(
+    ("layout", "forced", "files"),
+    [
+        ("captions_txt", "results_csv", "results.csv (Kaggle Flickr30k, '|'- or comma-separated)"),
+        ("results_csv", "captions_txt", "captions.txt (Kaggle Flickr8k or Flickr30k)"),
+        ("karpathy", "token", "results_20130124.token or Flickr8k.token.txt"),
+        (
+            "karpathy",
+            "coco_captions",
+            "captions_train2014.json and captions_val2014.json, or their 2017 versions (official COCO",
+        ),
+    ],
+)
+def test_a_forced_layout_that_is_not_there_names_the_files_it_reads(
+    tmp_path, layout, forced, files, shapes_root, shapes_entries
+):
+    root = write_layout(tmp_path, layout, shapes_entries, shapes_root / "images")
+    holds = {"captions_txt": "Images/, captions.txt", "results_csv": "flickr30k_images/"}.get(
+        layout, "flickr30k_images/, dataset_flickr30k.json"
+    )
+
+    with pytest.raises(DatasetNotFoundError) as error:
+        read_annotations(root, format=forced)
+
+    assert f"data.format={forced} reads only {files}" in str(error.value)
+    assert f"but it holds {holds}. Point data.root at" in str(error.value)
+    assert str(error.value).endswith("or detect the layout with data.format=auto.")
 
 
 def test_an_image_folder_that_is_not_there_is_named(tmp_path, shapes_root, shapes_entries):

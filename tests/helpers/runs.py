@@ -32,16 +32,22 @@ def compose_train(tmp_path: Path, *overrides: str) -> DictConfig:
     return compose_config("train", [*_paths(tmp_path), "debug=default", *overrides])
 
 
-def compose_flickr(tmp_path: Path, root: Path, *overrides: str) -> DictConfig:
-    """A tiny run on a dataset in one of the Flickr30k layouts, offline (random encoder)."""
+def compose_dataset(tmp_path: Path, dataset: str, root: Path, *overrides: str) -> DictConfig:
+    """A tiny run on a dataset (`dataset`: flickr30k, flickr8k, coco) in one of its layouts, offline (random
+    encoder)."""
     return compose_train(
         tmp_path,
-        "data=flickr30k",
+        f"data={dataset}",
         f"data.root={root}",
         "model.encoder.weights=null",
         "data.min_word_frequency=1",
         *overrides,
     )
+
+
+def compose_flickr(tmp_path: Path, root: Path, *overrides: str) -> DictConfig:
+    """A tiny run on a dataset in one of the Flickr30k layouts, offline (random encoder)."""
+    return compose_dataset(tmp_path, "flickr30k", root, *overrides)
 
 
 def compose_evaluate(tmp_path: Path, *overrides: str) -> DictConfig:
