@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 from lightning.fabric.connector import _PRECISION_INPUT  # the values Lightning's Trainer takes
 from omegaconf import DictConfig, OmegaConf
-from torchvision.models import ResNet50_Weights
 
-from captioning.data.readers import LAYOUTS
+from captioning.data.readers import LAYOUTS, RESTVAL_CHOICES
 from captioning.errors import ConfigError
 from captioning.evaluation.run import EVALUATION_SPLITS
+from captioning.model.encoder import ARCHITECTURES, GRIDS
 from captioning.model.lightning_module import FLOAT16_UNSUPPORTED, TRAIN_STEPS, UNSUPPORTED_PRECISIONS
 from captioning.model.objectives import BASELINES, OBJECTIVES, PENALTY_TARGETS
 
@@ -62,7 +62,7 @@ RULES: list[tuple[str, Callable[[object], bool], str, str]] = [
     ("data.eval_batch_size", _positive_integer, "a batch size of 1 or more", "64"),
     ("data.encode_batch_size", _positive_integer, "a batch size of 1 or more", "32"),
     ("data.num_workers", _natural, "a whole number of worker processes, 0 or more", "2"),
-    ("data.image_size", _positive_integer, "a side in pixels, 1 or more", "224"),
+    ("model.encoder.image_size", _positive_integer, "a side in pixels, 1 or more", "224"),
     ("data.max_caption_length", _positive_integer, "a whole number of words, 1 or more", "20"),
     ("data.min_word_frequency", _positive_integer, "a whole number of occurrences, 1 or more", "5"),
     ("model.embed_dim", _positive_integer, "a whole number, 1 or more", "256"),
@@ -96,10 +96,12 @@ CHOICES: list[tuple[str, tuple]] = [
     ("model.objective", OBJECTIVES),
     ("model.baseline", BASELINES),
     ("model.attention_target", PENALTY_TARGETS),
-    ("model.encoder.weights", (*ResNet50_Weights.__members__, None)),  # null: random weights, offline
+    ("model.encoder.arch", tuple(ARCHITECTURES)),
+    ("model.encoder.grid", GRIDS),
     ("trainer.precision", tuple(value for value in _literals(_PRECISION_INPUT) if value not in UNSUPPORTED_PRECISIONS)),
     ("eval.split", EVALUATION_SPLITS),
     ("data.format", ("auto", *LAYOUTS)),
+    ("data.restval", RESTVAL_CHOICES),
 ]
 
 
@@ -119,6 +121,26 @@ def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
 
 def _shown(value: object) -> str:
     return "null" if value is None else str(value)
+
+
+def _encoder_problems(cfg: DictConfig) -> list[str]:
+    """Weights that the chosen ResNet has no enum member for, and data.image_size of earlier versions."""
+    problems = []
+    arch = OmegaConf.select(cfg, "model.encoder.arch", default="resnet50", throw_on_missing=False)
+    weights = OmegaConf.select(cfg, "model.encoder.weights", default=None, throw_on_missing=False)
+    if arch in ARCHITECTURES and weights is not None and weights not in ARCHITECTURES[arch][1].__members__:
+        names = ", ".join([*ARCHITECTURES[arch][1].__members__, "null"])  # null: a frozen random encoder, offline
+        problems.append(
+            f"model.encoder.weights={weights} is not one of {names} (torchvision's weights of "
+            f"model.encoder.arch={arch}): e.g. model.encoder.weights=IMAGENET1K_V1."
+        )
+    image_size = OmegaConf.select(cfg, "data.image_size", default=None, throw_on_missing=False)
+    if image_size is not None:
+        problems.append(
+            f"data.image_size={image_size} is now model.encoder.image_size (the data's transforms follow the "
+            f"encoder): set model.encoder.image_size={image_size} instead."
+        )
+    return problems
 
 
 def _self_critical_problems(cfg: DictConfig) -> list[str]:
@@ -167,6 +189,7 @@ def check_config(cfg: DictConfig) -> None:
         elif value is not None and value not in choices:
             shown = ", ".join(_shown(choice) for choice in choices)
             problems.append(f"{key}={_shown(value)} is not one of {shown}: e.g. {key}={choices[0]}.")
+    problems += _encoder_problems(cfg)
     problems += _self_critical_problems(cfg)
     if problems:
         raise ConfigError(" ".join(problems))

@@ -31,3 +31,7 @@ class ConfigError(CaptioningError):
 
 class FeatureCacheError(CaptioningError):
     """A feature cache that cannot be read."""
+
+
+class DiskSpaceError(CaptioningError):
+    """What a run would write does not fit in the free space of its disk."""

@@ -57,7 +57,7 @@ def test_a_run_stopped_while_building_the_cache_leaves_no_partial_cache_and_no_r
     tmp_path, signal_name, status
 ):
     # One image per batch at 256x256: the build takes seconds, and its partial file exists after the first batch.
-    command = train_command(tmp_path, tmp_path / "run", "data.image_size=256", "data.encode_batch_size=1")
+    command = train_command(tmp_path, tmp_path / "run", "model.encoder.image_size=256", "data.encode_batch_size=1")
     process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=QUIET)
     cache = tmp_path / "cache" / "features"
     deadline = time.monotonic() + 120

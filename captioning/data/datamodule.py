@@ -11,6 +11,7 @@ import lightning as L
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
+from torchvision import transforms
 from tqdm.auto import tqdm
 
 from captioning.data.datasets import (
@@ -24,6 +25,7 @@ from captioning.data.datasets import (
 from captioning.data.feature_cache import (
     build_feature_cache,
     cache_damage,
+    check_cache_fits,
     feature_cache_path,
     image_fingerprints,
     image_list_digest,
@@ -52,6 +54,7 @@ class CaptionDataModule(L.LightningDataModule):
         format: str = "auto",
         dataset_builder: Callable[[Path], object] | None = None,
         generated: bool = False,
+        restval: str = "train",
         min_word_frequency: int = 5,
         max_caption_length: int = 20,
         batch_size: int = 32,
@@ -59,23 +62,25 @@ class CaptionDataModule(L.LightningDataModule):
         num_workers: int = 2,
         cache_features: bool = True,
         feature_cache_dir: str | None = None,
-        image_size: int = 224,
         encode_batch_size: int = 32,
         encoder: torch.nn.Module | None = None,
         splits: Sequence[str] = SPLITS,
         train_per_image: bool = False,
     ) -> None:
-        """`encoder` (with an `identity` naming its weights) encodes the images into the feature cache; the
-        entry point builds it once and hands the same one to the model (it may set it after construction,
-        before `prepare_data`). `splits` limits the work to those splits: an evaluation encodes only the
-        images it scores. `train_per_image`: training batches hold images with all their references, as
-        self-critical training wants, instead of (image, caption) pairs. `generated`: `root` holds the built-in
-        dataset, whose generated annotation file is read only then (a Flickr run never reads one)."""
+        """`encoder` (with an `identity` naming its weights and an `image_size`, which the image transform
+        follows) encodes the images into the feature cache; the entry point builds it once and hands the same
+        one to the model (it may set it after construction, before `prepare_data`). `splits` limits the work
+        to those splits: an evaluation encodes only the images it scores. `train_per_image`: training batches
+        hold images with all their references, as self-critical training wants, instead of (image, caption)
+        pairs. `generated`: `root` holds the built-in dataset, whose generated annotation file is read only then
+        (a Flickr run never reads one). `restval`: Karpathy's restval images (COCO) are trained on (`train`)
+        or left out (`drop`)."""
         super().__init__()
         self.root = Path(root)
         self.format = format
         self.dataset_builder = dataset_builder
         self.generated = generated
+        self.restval = restval
         self.min_word_frequency = min_word_frequency
         self.max_caption_length = max_caption_length
         self.batch_size = batch_size
@@ -83,7 +88,6 @@ class CaptionDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.cache_features = cache_features
         self.feature_cache_dir = Path(feature_cache_dir) if feature_cache_dir else self.root / "feature_cache"
-        self.transform = image_transform(image_size)
         self.encode_batch_size = encode_batch_size
         self.encoder = encoder
         unknown = set(splits) - set(SPLITS)
@@ -100,6 +104,13 @@ class CaptionDataModule(L.LightningDataModule):
         self.skipped_images: list[dict] = []  # {"image", "reason"} of every image left out, for the run's report
         self._dataset_generated = False
 
+    @property
+    def transform(self) -> transforms.Compose:
+        """The images' transform: resized to the encoder's `image_size` (model.encoder.image_size), normalised."""
+        if self.encoder is None:
+            raise ValueError("The images' transform follows the encoder: pass encoder= to CaptionDataModule")
+        return image_transform(self.encoder.image_size)
+
     # --- annotations and vocabulary -------------------------------------------------------------------
     def _generate_dataset(self) -> None:
         if self.dataset_builder is not None and not self._dataset_generated:
@@ -112,7 +123,7 @@ class CaptionDataModule(L.LightningDataModule):
         if self.captions is not None:
             return self.captions
         self._generate_dataset()
-        table = read_annotations(self.root, self.format, self.generated)
+        table = read_annotations(self.root, self.format, self.generated, self.restval)
         self.skipped_images += table.skipped_images
         captions = table.captions
         exists = {image: (self.root / image).is_file() for image in captions["image"].unique()}
@@ -212,6 +223,7 @@ class CaptionDataModule(L.LightningDataModule):
                 return
             log.warning(f"The feature cache {path} is damaged ({damage}): rebuilding it")
         writable_folder(self.feature_cache_dir, "paths.cache_dir")
+        check_cache_fits(self.feature_cache_dir, len(self.images), self.encoder.regions, self.encoder.feature_dim)
         paths = [self.root / image for image in self.images]
         metadata = {
             "encoder": self.encoder.identity,

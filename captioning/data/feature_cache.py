@@ -1,19 +1,22 @@
 """Cache of encoder features: each image is encoded once into a memory-mapped float16 file.
 
 The file name is a hash of everything that determines the features (the image list, how images are read,
-the encoder weights and the image transform), so a change of any of them selects another file; the cache it
-replaces is then deleted. Images are known by name, size and a hash of sampled bytes, not by modification
-time, so a copied dataset keeps its cache. A file only gets its final name once it is complete, so an
-interrupted build never leaves a cache that looks complete.
+the encoder's arch, weights and grid, and the image transform), so a change of any of them selects another
+file; the cache it replaces is then deleted. Images are known by name, size and a hash of sampled bytes, not
+by modification time, so a copied dataset keeps its cache. A file only gets its final name once it is
+complete, so an interrupted build never leaves a cache that looks complete. Its size is checked against the
+free space before a byte is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -26,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from captioning.data.images import IMAGE_LOADING, ImageFolderDataset
+from captioning.errors import DiskSpaceError
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,40 @@ def cache_damage(path: Path, num_images: int) -> str | None:
     if metadata.get("num_images") != num_images:
         return f"its metadata counts {metadata.get('num_images')} images, not {num_images}"
     return None
+
+
+def cache_file_size(num_images: int, regions: int, feature_dim: int) -> int:
+    """Bytes of the float16 cache of `num_images` x `regions` x `feature_dim`, its .npy header included."""
+    header = io.BytesIO()
+    shape = (num_images, regions, feature_dim)
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f2", "fortran_order": False, "shape": shape})
+    return len(header.getvalue()) + num_images * regions * feature_dim * np.dtype(np.float16).itemsize
+
+
+def _readable_size(size: int) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+
+
+def check_cache_fits(folder: Path, num_images: int, regions: int, feature_dim: int) -> None:
+    """Log the size the cache will take in `folder` and the free space there; raise DiskSpaceError, before a
+    byte is written, if it cannot fit (a disk filled part-way would fail hours into the build)."""
+    needed = cache_file_size(num_images, regions, feature_dim)
+    free = shutil.disk_usage(folder).free
+    log.info(
+        f"Feature cache: {num_images} images x {regions} regions x {feature_dim} features x 2 bytes (float16) = "
+        f"{_readable_size(needed)} in {folder}, where {_readable_size(free)} are free"
+    )
+    if needed <= free:
+        return
+    remedies = ["move it to a larger disk with paths.cache_dir=/scratch/cache"]
+    if regions > 49:
+        remedies.append(f"shrink it with model.encoder.grid=7 (49 regions instead of {regions})")
+    remedies.append("do without it with data.cache_features=false (images encoded at every step: slower epochs)")
+    raise DiskSpaceError(
+        f"The feature cache needs {_readable_size(needed)} ({num_images} images x {regions} regions x {feature_dim} "
+        f"features x 2 bytes) but {folder} has only {_readable_size(free)} free, so nothing was written: "
+        f"{', '.join(remedies[:-1])}, or {remedies[-1]}."
+    )
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import torch
 
 from captioning.data.images import IMAGE_SUFFIXES, ImageFolderDataset, image_transform, load_image
 from captioning.errors import DatasetFormatError, DatasetNotFoundError
-from captioning.model.checkpoint import checkpoint_data_config, load_captioner, read_checkpoint
+from captioning.model.checkpoint import load_captioner, read_checkpoint
 from captioning.visual.attention import save_attention_figure
 from captioning.vocabulary import detokenize
 
@@ -53,8 +53,7 @@ def caption_images(
     caption, figure. Warns of an empty caption."""
     checkpoint = read_checkpoint(checkpoint_path)
     module = load_captioner(checkpoint)
-    transform = image_transform(checkpoint_data_config(checkpoint).get("image_size", 224))
-    dataset = ImageFolderDataset(images, transform)
+    dataset = ImageFolderDataset(images, image_transform(module.encoder.image_size))  # as trained
     results = []
     for index, path in enumerate(images):
         pixels, readable = dataset[index]  # (3, S, S)

@@ -10,12 +10,12 @@ import torch
 
 from captioning.errors import CheckpointError
 from captioning.model.decoder import AttentionDecoder
-from captioning.model.encoder import ResNet50Encoder
+from captioning.model.encoder import ResNetEncoder, saved_encoder_settings
 from captioning.model.lightning_module import TRAIN_STEPS, CaptioningModule
 from captioning.vocabulary import Vocabulary
 
 # Data settings that earlier versions saved and that are now the model's (model.encoder.*).
-_RETIRED_DATA_SETTINGS = ("encoder_weights", "encoder_random_init_seed")
+_RETIRED_DATA_SETTINGS = ("encoder_weights", "encoder_random_init_seed", "image_size")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -58,7 +58,8 @@ def checkpoint_vocabulary(checkpoint: dict) -> Vocabulary:
 def load_captioner(checkpoint: dict) -> CaptioningModule:
     """Rebuild the trained model of a checkpoint (its encoder from torchvision, by name), in eval mode."""
     try:
-        encoder = ResNet50Encoder(checkpoint["encoder"]["weights"], checkpoint["encoder"]["random_init_seed"])
+        checkpoint["encoder"]["weights"]  # a checkpoint of train.py names its encoder's weights, null included
+        encoder = ResNetEncoder(**saved_encoder_settings(checkpoint))
         accepted = {*inspect.signature(CaptioningModule).parameters, *inspect.signature(AttentionDecoder).parameters}
         # Settings that only training used (the optimizer's, in older checkpoints) play no part here.
         settings = {name: value for name, value in checkpoint["hyper_parameters"].items() if name in accepted}

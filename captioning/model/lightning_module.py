@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from captioning.errors import CheckpointError, ConfigError
 from captioning.model import objectives, teacher_forcing
 from captioning.model.decoder import AttentionDecoder, Generation
-from captioning.model.encoder import ResNet50Encoder, encoder_identity
+from captioning.model.encoder import ResNetEncoder, encoder_identity, saved_encoder_settings
 from captioning.model.teacher_forcing import TRAIN_STEPS, TrainingPath
 from captioning.vocabulary import Vocabulary
 
@@ -53,7 +53,7 @@ class CaptioningModule(L.LightningModule):
 
     def __init__(
         self,
-        encoder: ResNet50Encoder,
+        encoder: ResNetEncoder,
         vocabulary: list[str],
         attention_reg: float = 1.0,
         attention_target: str = "one",
@@ -112,10 +112,7 @@ class CaptioningModule(L.LightningModule):
         checkpoint["state_dict"] = {
             name: tensor for name, tensor in checkpoint["state_dict"].items() if not name.startswith("encoder.")
         }
-        checkpoint["encoder"] = {
-            "weights": self.encoder.weights,
-            "random_init_seed": self.encoder.random_init_seed,
-        }
+        checkpoint["encoder"] = self.encoder.settings  # weights, random_init_seed, arch, grid, image_size
         # The generator's state where the run stopped: a resumed run then draws the same shuffles, dropout and
         # self-critical samples as one that never stopped.
         checkpoint["rng_state"] = torch.get_rng_state()
@@ -128,13 +125,15 @@ class CaptioningModule(L.LightningModule):
 
     def add_encoder_state(self, checkpoint: dict) -> None:
         """Add the frozen encoder's weights to `checkpoint`'s state, refusing one trained on another encoder."""
-        saved = checkpoint.get("encoder", {})
-        saved_identity = encoder_identity(saved.get("weights"), saved.get("random_init_seed", 0))
-        if saved_identity != self.encoder.identity:
+        saved = saved_encoder_settings(checkpoint)
+        saved_identity = encoder_identity(**saved)
+        if (saved_identity, saved["image_size"]) != (self.encoder.identity, self.encoder.image_size):
+            keys = " ".join(
+                f"model.encoder.{name}={'null' if value is None else value}" for name, value in saved.items()
+            )
             raise CheckpointError(
-                f"The checkpoint was trained on the features of {saved_identity}, this run uses "
-                f"{self.encoder.identity}: set model.encoder.weights={saved.get('weights') or 'null'} and "
-                f"model.encoder.random_init_seed={saved.get('random_init_seed', 0)}."
+                f"The checkpoint was trained on the features of {saved_identity} at {saved['image_size']} px, this "
+                f"run uses {self.encoder.identity} at {self.encoder.image_size} px: set {keys}."
             )
         encoder_state = {f"encoder.{name}": tensor for name, tensor in self.encoder.state_dict().items()}
         checkpoint["state_dict"] = {**checkpoint["state_dict"], **encoder_state}

@@ -25,10 +25,9 @@ def test_a_datamodule_of_one_split_encodes_and_serves_only_that_split(shapes_roo
     datamodule = CaptionDataModule(
         str(shapes_root),
         feature_cache_dir=str(tmp_path),
-        image_size=64,
         num_workers=0,
         min_word_frequency=1,
-        encoder=ResNet50Encoder(None),
+        encoder=ResNet50Encoder(None, image_size=64),
         splits=["val"],
         generated=True,
     )
@@ -37,7 +36,7 @@ def test_a_datamodule_of_one_split_encodes_and_serves_only_that_split(shapes_roo
     assert list(datamodule.datasets) == ["val"] and len(datamodule.datasets["val"]) == 2
     assert len(datamodule.images) == 2 and datamodule.images == sorted(datamodule.images)
     batch = next(iter(datamodule.val_dataloader()))
-    assert batch["features"].shape == (2, 4, 2048) and len(batch["references"][0]) == 5
+    assert batch["features"].shape == (2, 49, 2048) and len(batch["references"][0]) == 5
     images = ImageFolderDataset([Path(path) for path in batch["image_paths"]], datamodule.transform)
     with torch.no_grad():
         expected = datamodule.encoder(torch.stack([images[k][0] for k in range(2)]))  # each row is its image's

@@ -17,16 +17,17 @@ from captioning.model.encoder import ResNet50Encoder
 class NamedEncoder:
     """Stands in for an encoder where only its name (what the cache key holds) matters."""
 
+    image_size = 64
+
     def __init__(self, identity: str) -> None:
         self.identity = identity
 
 
-def make_datamodule(root, cache_dir, **overrides) -> CaptionDataModule:
+def make_datamodule(root, cache_dir, image_size: int = 64, **overrides) -> CaptionDataModule:
     settings = dict(
         root=str(root),
         feature_cache_dir=str(cache_dir),
-        encoder=ResNet50Encoder(None),
-        image_size=64,
+        encoder=ResNet50Encoder(None, image_size=image_size),
         num_workers=0,
         min_word_frequency=1,
         encode_batch_size=4,
@@ -40,7 +41,7 @@ def test_cache_holds_the_encoder_features_as_float16(shapes_root, tmp_path):
     datamodule.prepare_data()
 
     features = np.load(datamodule.feature_cache_path)  # a plain .npy file, as numpy itself reads it
-    assert features.dtype == np.float16 and features.shape == (12, 4, 2048)  # 64x64 -> 2x2 regions
+    assert features.dtype == np.float16 and features.shape == (12, 49, 2048)  # 64x64 -> 2x2, pooled to 7x7
     dataset = ImageFolderDataset([shapes_root / image for image in datamodule.images], datamodule.transform)
     images = torch.stack([dataset[k][0] for k in (0, 5)])  # (image, readable) pairs
     with torch.no_grad():
@@ -141,7 +142,7 @@ def test_two_runs_building_the_same_cache_at_once_leave_one_complete_cache(shape
         builder.join(timeout=120)
         assert builder.exitcode == 0
     path = make_datamodule(shapes_root, tmp_path).locate_features()
-    assert np.load(path).shape == (12, 4, 2048)
+    assert np.load(path).shape == (12, 49, 2048)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.with_suffix(".json").name])
 
 
@@ -212,7 +213,7 @@ def test_a_changed_image_rebuilds_the_cache_and_the_replaced_cache_is_removed(sh
         rebuilt.prepare_data()
 
     new = rebuilt.feature_cache_path
-    assert new != old and np.load(new).shape == (12, 4, 2048)
+    assert new != old and np.load(new).shape == (12, 49, 2048)
     remaining = {path.name for path in cache.iterdir()}
     assert remaining == {p.name for p in (new, new.with_suffix(".json"), other_size.feature_cache_path)} | {
         other_size.feature_cache_path.with_suffix(".json").name
@@ -262,7 +263,7 @@ def test_a_damaged_cache_is_rebuilt_and_the_log_says_why(shapes_root, tmp_path, 
     assert f"The feature cache {path} is damaged" in caplog.text and reason in caplog.text
     assert path.read_bytes() == intact  # rebuilt whole: the same features as before the damage
     again.setup()
-    assert len(again.datasets["train"]) > 0 and again.datasets["train"][0]["inputs"].shape == (4, 2048)
+    assert len(again.datasets["train"]) > 0 and again.datasets["train"][0]["inputs"].shape == (49, 2048)
 
 
 def test_a_cache_cut_short_while_in_use_says_to_delete_it(shapes_root, tmp_path):

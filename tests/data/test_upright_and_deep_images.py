@@ -53,8 +53,7 @@ def test_the_feature_cache_encodes_them_as_their_upright_8_bit_twins(shapes_root
     datamodule = CaptionDataModule(
         str(root),
         feature_cache_dir=str(tmp_path / "cache"),
-        encoder=ResNet50Encoder(None),
-        image_size=64,
+        encoder=ResNet50Encoder(None, image_size=64),
         generated=True,
     )
     datamodule.prepare_data()

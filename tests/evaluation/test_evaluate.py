@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # trains, evaluates or starts processes
 def trained(tmp_path_factory) -> Path:
     """A checkpoint of a 2-epoch run on tiny shapes images encoded at 224x224 (7x7 regions)."""
     tmp_path = tmp_path_factory.mktemp("trained")
-    result = train(compose_train(tmp_path, "data.image_size=224", "trainer.max_epochs=2", "~logger"))
+    result = train(compose_train(tmp_path, "model.encoder.image_size=224", "trainer.max_epochs=2", "~logger"))
     return Path(result["best_checkpoint"])
 
 

@@ -25,3 +25,14 @@ def test_a_photo_keeps_its_aspect_ratio_with_the_attention_stretched_over_it():
     rows, columns = overlay.shape
     assert overlay[: rows // 14, : columns // 14].mean() > 5 * overlay[rows // 2 :, columns // 2 :].mean()
     assert overlay[: rows // 7, : columns // 7].mean() > overlay[: rows // 7, columns // 7 : 2 * columns // 7].mean()
+
+
+def test_a_14x14_grid_is_drawn_as_14x14_cells():
+    # One weight on the region of row 3, column 10 of 196: its light falls in that cell of the square photo.
+    weights = torch.zeros(196)
+    weights[3 * 14 + 10] = 1.0
+    figure = attention_figure(Image.new("RGB", (224, 224)), ["sun"], weights[None])
+    overlay = figure.axes[1].images[1].get_array()
+    assert overlay.shape == (224, 224)
+    row, column = divmod(int(overlay.argmax()), 224)
+    assert (row // 16, column // 16) == (3, 10)  # 16-pixel cells: 224 / 14
