@@ -15,13 +15,13 @@ from train import train
 
 
 def test_the_tutorial_experiment_holds_the_tutorials_settings():
-    cfg = compose_config("train", ["experiment=tutorial", "data.root=/data/flickr30k"])
+    cfg = compose_config("train", ["experiment=tutorial", "data.root=/data/coco"])
     check_config(cfg)
     encoder = cfg.model.encoder
     assert (encoder.arch, encoder.weights, encoder.grid, encoder.image_size) == ("resnet101", "IMAGENET1K_V1", 14, 256)
     sizes = (cfg.model.embed_dim, cfg.model.attention_dim, cfg.model.hidden_dim, cfg.model.dropout)
     assert sizes == (512, 512, 512, 0.5) and cfg.model.attention_reg == 1.0
-    assert cfg.model.optimizer.lr == 4e-4 and cfg.data.batch_size == 32 and cfg.data.root == "/data/flickr30k"
+    assert cfg.model.optimizer.lr == 4e-4 and cfg.data.batch_size == 32 and cfg.data.root == "/data/coco"
 
 
 @pytest.mark.parametrize(
