@@ -55,7 +55,7 @@ class CaptioningModule(L.LightningModule):
         self,
         encoder: ResNetEncoder,
         vocabulary: list[str],
-        attention_reg: float = 1.0,
+        attention_reg: float = 0.0,
         attention_target: str = "one",
         max_caption_length: int = 20,
         optimizer: OptimizerFactory = REFERENCE_OPTIMIZER,
