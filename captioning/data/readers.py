@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,14 +279,15 @@ def _holds_coco_2017_images(root: Path, annotation_dir: Path) -> bool:
 def _find_image_dir(root: Path, annotation_dir: Path, images: set[str]) -> str:
     """The folder (relative to `root`) holding most of `images`: searched in `root` and the annotation file's
     folder, and two levels below them. The images it lacks are reported as missing later, not here."""
-    names = {image.replace("\\", "/").split("/")[0] for image in images}
+    # images per first path component: a COCO image `train2014/x.jpg` is found through its folder train2014/
+    names = Counter(image.replace("\\", "/").split("/")[0] for image in images)
     candidates: dict[Path, int] = {}
     for top in dict.fromkeys((root, annotation_dir)):
         pending = [(top, 0)]
         while pending:
             folder, depth = pending.pop()
             folders, files = _listing(folder)
-            candidates[folder] = len(names.intersection(files)) + len(names.intersection(folders))
+            candidates[folder] = sum(names[name] for name in (*files, *folders) if name in names)
             if depth < 2:
                 pending += [(folder / name, depth + 1) for name in folders]
     best = min(candidates, key=lambda folder: (-candidates[folder], len(folder.parts), str(folder)))
@@ -298,7 +299,7 @@ def _find_image_dir(root: Path, annotation_dir: Path, images: set[str]) -> str:
             "Put the image folder beside the annotation file."
             + (
                 COCO_2017_HINT
-                if names & {"train2014", "val2014"} and _holds_coco_2017_images(root, annotation_dir)
+                if names.keys() & {"train2014", "val2014"} and _holds_coco_2017_images(root, annotation_dir)
                 else ""
             )
         )

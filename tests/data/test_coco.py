@@ -123,6 +123,8 @@ def test_official_files_without_a_karpathy_split_train_on_train_and_split_val_in
         f"No Karpathy split (dataset_coco.json) beside captions_train{year}.json or in {root}: val{year}'s "
         f"{val_images} images split by the SHA-256 of their names into {half} val, {half} test and 0 restval"
     ) in caplog.text
+    # the images are found through their folders train{year}/ and val{year}/, and counted one by one
+    assert f"Images: {root}/ holds {len(entries)} of the {len(entries)} images named in the annotations" in caplog.text
 
 
 @pytest.mark.parametrize("year", [2014, 2017])
