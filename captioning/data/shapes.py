@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from captioning.errors import DatasetFormatError
-from captioning.folders import writable_folder
+from captioning.folders import WRITE_PROBE_PREFIX, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,8 @@ def _foreign_entries(root: Path) -> list[str]:
                 for image in sorted(entry.iterdir())
                 if not (re.fullmatch(r"shapes_\d{5}\.png", image.name) or image.name.startswith("."))
             ]
-        elif not entry.name.startswith(f".{ANNOTATION_FILE}.partial-"):
+        elif not entry.name.startswith((f".{ANNOTATION_FILE}.partial-", WRITE_PROBE_PREFIX)):
+            # the generator's own: another rank's annotations being written, or its check that it can write
             foreign.append(entry.name + ("/" if entry.is_dir() else ""))
     return foreign
 
