@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from captioning.cli import check_command_line, register_resolvers, run_entry_point
 from captioning.config_checks import check_config
+from captioning.errors import ConfigError
 from captioning.evaluation.run import evaluate_checkpoint
 from captioning.model.checkpoint import checkpoint_vocabulary, read_checkpoint
 from captioning.training.history import LossHistory
@@ -74,6 +75,7 @@ def train(cfg: DictConfig) -> dict:
         "global_step": trainer.global_step,
         "train_samples": len(datamodule.datasets["train"]),
         "history": None,
+        "optimized_metric": optimized_metric_value(trainer.callback_metrics, cfg.get("optimized_metric")),
     }
     history = next((callback for callback in callbacks if isinstance(callback, LossHistory)), None)
     if history is not None and history.rows:
@@ -93,14 +95,31 @@ def train(cfg: DictConfig) -> dict:
             evaluated,
             output_dir / "evaluation",
             instantiate(cfg.eval),
-            logger=next((logger for logger in loggers if hasattr(logger, "experiment")), None),
+            logger=next((tb for tb in loggers if isinstance(tb, L.pytorch.loggers.TensorBoardLogger)), None),
         )
     return result
 
 
+def optimized_metric_value(metrics: dict, name: str | None) -> float | None:
+    """The value of the metric `name` (e.g. val/bleu4) at the end of training, which a Hydra sweeper optimises;
+    None when no metric is named."""
+    if not name:
+        return None
+    if name not in metrics:
+        logged = sorted(metrics)
+        example = logged[0] if logged else "val/loss"
+        raise ConfigError(
+            f"optimized_metric={name} was not logged by this run (it logged {', '.join(logged) or 'nothing'}): "
+            "a val/ metric needs a validation at the end of an epoch (trainer.limit_val_batches > 0, and no "
+            f"trainer.max_steps that stops training first). Name a logged one, e.g. optimized_metric={example}."
+        )
+    return float(metrics[name])
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    run_entry_point(train, cfg, "train")
+def main(cfg: DictConfig) -> float | None:
+    """The run; returns the value of `optimized_metric`, for a sweeper such as hparams_search=optuna."""
+    return run_entry_point(train, cfg, "train")["optimized_metric"]
 
 
 if __name__ == "__main__":

@@ -5,13 +5,16 @@ no traceback, and no empty run folder left behind by a run that fails (see run_f
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import inspect
 import logging
+import shutil
 import signal
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser  # Hydra's own command-line parser, flags and all
@@ -29,6 +32,11 @@ from captioning.run_folders import remove_if_empty, run_suffix
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 # The step checkpoints hold the weights after the step they count, which is what resuming at that step needs.
 warnings.filterwarnings("ignore", message=r".*manual optimization and every_n_train_steps.*")
+# conf/hydra/launcher/submitit_*.yaml set the launchers' options under the plugin's own names, so that
+# hydra/launcher=submitit_slurm is ours; Hydra then validates them against the plugin's schema, and says so.
+warnings.filterwarnings("ignore", message=r"(?s).*hydra/launcher/submitit_.* is validated against ConfigStore schema")
+
+T = TypeVar("T")
 
 
 def register_resolvers() -> None:
@@ -104,6 +112,30 @@ def _problem(override: Override, cfg: DictConfig, keys: list[str]) -> str | None
     return f"{key} is not a key of this configuration. {_did_you_mean(key, keys, value)}"
 
 
+# Group options that need a Hydra plugin of an optional extra: the plugin's package and the extra.
+PLUGINS = {
+    "hparams_search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "sweeps"),
+    "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+    "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+}
+
+
+def _plugin_problems(groups: list[str], multirun: bool) -> list[str]:
+    """What keeps the group options `groups` from working here: a plugin that is not installed, or Slurm's
+    commands missing for a sweep sent to Slurm."""
+    problems = []
+    for group in groups:
+        if group in PLUGINS and importlib.util.find_spec(PLUGINS[group][0]) is None:
+            extra = PLUGINS[group][1]
+            problems.append(f"{group} needs the [{extra}] extra: pip install -e '.[{extra}]', then run it again.")
+    if "hydra/launcher=submitit_slurm" in groups and multirun and shutil.which("sbatch") is None:
+        problems.append(
+            "hydra/launcher=submitit_slurm submits each job with Slurm's sbatch, which this machine does not have: "
+            "run the command on the cluster's login node, or run the same jobs here with hydra/launcher=submitit_local."
+        )
+    return problems
+
+
 def check_command_line(config_dir: Path, config_name: str, arguments: list[str]) -> None:
     """Before Hydra starts (and makes a run folder): exit with one paragraph if a key=value of the command line
     `arguments` names a key that the composed config lacks, with the nearest keys, or adds (+key) an argument
@@ -120,10 +152,17 @@ def check_command_line(config_dir: Path, config_name: str, arguments: list[str])
                 option = option.list[0] if override.is_sweep_override() and hasattr(option, "list") else option
                 if isinstance(option, str):
                     groups.append(f"{override.get_key_element()}={option}")
+    except (Exception, SystemExit):  # a command line that Hydra itself refuses: its message says why
+        return
+    problems = _plugin_problems(groups, command_line.multirun)
+    if problems:
+        print("Error: " + " ".join(problems), file=sys.stderr)
+        sys.exit(1)
+    try:
         register_resolvers()
         with initialize_config_dir(str(config_dir), version_base="1.3"):
             cfg = compose(config_name, overrides=groups, return_hydra_config=True)
-    except (Exception, SystemExit):  # a command line that Hydra itself refuses: its message says why
+    except (Exception, SystemExit):
         return
     keys = _leaf_keys(cfg)
     problems = [_problem(override, cfg, keys) for override in overrides if "." in override.key_or_group]
@@ -133,11 +172,12 @@ def check_command_line(config_dir: Path, config_name: str, arguments: list[str])
         sys.exit(1)
 
 
-def run_entry_point(function: Callable[[DictConfig], object], cfg: DictConfig, name: str) -> None:
-    """Run `function(cfg)`; a CaptioningError is logged as one paragraph and exits with status 1. A run that
-    fails in any way (an error, Ctrl-C, SIGTERM) removes its run folder if it wrote nothing of its own in it."""
+def run_entry_point(function: Callable[[DictConfig], T], cfg: DictConfig, name: str) -> T:
+    """Run `function(cfg)` and return what it returns; a CaptioningError is logged as one paragraph and exits
+    with status 1. A run that fails in any way (an error, Ctrl-C, SIGTERM) removes its run folder if it wrote
+    nothing of its own in it."""
     try:
-        function(cfg)
+        return function(cfg)
     except BaseException as error:
         cause: BaseException | None = error
         while cause is not None and not isinstance(cause, CaptioningError):
