@@ -8,6 +8,7 @@ import logging
 import typing
 from collections.abc import Callable
 
+import torch
 from lightning.fabric.connector import _PRECISION_INPUT  # the values Lightning's Trainer takes
 from omegaconf import DictConfig, OmegaConf
 
@@ -143,6 +144,26 @@ def _encoder_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def _compile_problems(cfg: DictConfig) -> list[str]:
+    """model.compile_step on a run that would train by the packed path, which does not compile: refused by the
+    model at the first step, so named here, before a feature cache is built."""
+    if OmegaConf.select(cfg, "model.compile_step", default=False) is not True:
+        return []
+    train_step = OmegaConf.select(cfg, "model.train_step", default="auto")
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
+    several = (_is_integer(devices) and devices > 1) or (_is_integer(nodes) and nodes > 1)
+    if train_step == "packed" or (train_step == "auto" and (not on_gpu or several)):
+        where = "on this machine's CPU" if not on_gpu else "with several processes"
+        return [
+            f"model.compile_step=true compiles the padded step that the CUDA graph replays, and this run trains by "
+            f"the packed path ({where}), which does not compile: add model.compile_step=false."
+        ]
+    return []
+
+
 def _self_critical_problems(cfg: DictConfig) -> list[str]:
     """What a self-critical run lacks: a checkpoint to start from, two samples for a mean-of-others baseline."""
     if OmegaConf.select(cfg, "model.objective", default=None) != "self_critical":
@@ -191,6 +212,7 @@ def check_config(cfg: DictConfig) -> None:
             problems.append(f"{key}={_shown(value)} is not one of {shown}: e.g. {key}={choices[0]}.")
     problems += _encoder_problems(cfg)
     problems += _self_critical_problems(cfg)
+    problems += _compile_problems(cfg)
     if problems:
         raise ConfigError(" ".join(problems))
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)

@@ -12,9 +12,27 @@ from captioning.errors import ConfigError
 from tests.helpers.runs import compose_config, compose_evaluate, compose_flickr, compose_train
 
 
-@pytest.mark.parametrize("overrides", [[], ["experiment=reference"], ["experiment=quickstart"], ["trainer=gpu"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["experiment=reference", "trainer.accelerator=gpu"], ["experiment=quickstart"], ["trainer=gpu"]],
+)
 def test_the_shipped_configurations_pass(tmp_path, overrides):
     check_config(compose_train(tmp_path, *overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        (["trainer.accelerator=cpu"], "on this machine's CPU"),
+        (["trainer.accelerator=gpu", "trainer.devices=2"], "with several processes"),
+    ],
+)
+def test_the_reference_compiling_its_step_is_refused_where_training_takes_the_packed_path(tmp_path, overrides, where):
+    with pytest.raises(
+        ConfigError, match=rf"the packed path \({where}\), which does not compile: add model.compile_step=false"
+    ):
+        check_config(compose_train(tmp_path, "experiment=reference", *overrides))
+    check_config(compose_train(tmp_path, "experiment=reference", *overrides, "model.compile_step=false"))
 
 
 def test_evaluate_and_caption_configurations_pass(tmp_path):
