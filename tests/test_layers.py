@@ -13,6 +13,7 @@ ALLOWED = {
     "shared": set(),
     "captioning.cli": {"captioning.run_folders", "shared"},
     "captioning.run_folders": {"shared"},
+    "captioning.trials": {"shared"},  # a Hydra callback of sweeps, beside run_folders
     # Beside the entry points: it names the choices of the layers below (data formats, train steps, splits).
     "captioning.config_checks": {"captioning.evaluation", "captioning.data", "captioning.model", "shared"},
     "captioning.data": {"shared"},

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
-from captioning.data.images import IMAGE_SUFFIXES, ImageFolderDataset, image_transform, load_image
+from captioning.data.images import IMAGE_SUFFIXES, UNREADABLE_IMAGE_ERRORS, image_transform, load_image
 from captioning.errors import DatasetFormatError, DatasetNotFoundError
 from captioning.model.checkpoint import load_captioner, read_checkpoint
 from captioning.visual.attention import save_attention_figure
@@ -38,7 +40,41 @@ def find_images(path: Path) -> list[Path]:
     return [path]
 
 
-@torch.no_grad()
+@dataclass
+class Caption:
+    """One image's caption: its words, their readable text, and where the decoder looked for each word."""
+
+    words: list[str]
+    text: str
+    attention: torch.Tensor  # (words, R)
+
+
+class Captioner:
+    """The model of a checkpoint, loaded once (on the CPU), that captions one image at a time: what caption.py
+    and demo.py share."""
+
+    def __init__(self, checkpoint_path: str | Path) -> None:
+        self.checkpoint = read_checkpoint(checkpoint_path)
+        self.module = load_captioner(self.checkpoint)
+        self.transform = image_transform(self.module.encoder.image_size)  # as trained
+
+    @torch.no_grad()
+    def caption(
+        self,
+        image: Image.Image,
+        beam_size: int,
+        length_penalty: float = 0.0,
+        allow_unk: bool = False,
+        block_trigrams: bool = False,
+    ) -> Caption:
+        """Caption `image` (as `load_image` opens it) with beam search: log-probability / length **
+        `length_penalty`; `<unk>` only if `allow_unk`; no repeated trigram with `block_trigrams`."""
+        pixels = self.transform(image)  # (3, S, S)
+        features = self.module.encoder(pixels.unsqueeze(0))  # (1, R, D)
+        [(words, attention)] = self.module.caption(features, beam_size, length_penalty, allow_unk, block_trigrams)
+        return Caption(words, detokenize(words), attention)
+
+
 def caption_images(
     checkpoint_path: str | Path,
     images: list[Path],
@@ -51,25 +87,22 @@ def caption_images(
     """Caption each image with beam search (log-probability / length ** `length_penalty`; `<unk>` only if
     `allow_unk`, no repeated trigram with `block_trigrams`); write its attention figure; return image,
     caption, figure. Warns of an empty caption."""
-    checkpoint = read_checkpoint(checkpoint_path)
-    module = load_captioner(checkpoint)
-    dataset = ImageFolderDataset(images, image_transform(module.encoder.image_size))  # as trained
+    captioner = Captioner(checkpoint_path)
     results = []
-    for index, path in enumerate(images):
-        pixels, readable = dataset[index]  # (3, S, S)
-        if not readable:
+    for path in images:
+        try:
+            image = load_image(path)
+        except UNREADABLE_IMAGE_ERRORS:
             log.warning(f"Skipped {path}: not a readable image")
             continue
-        features = module.encoder(pixels.unsqueeze(0))  # (1, R, D)
-        [(words, attention)] = module.caption(features, beam_size, length_penalty, allow_unk, block_trigrams)
-        if not words:
+        caption = captioner.caption(image, beam_size, length_penalty, allow_unk, block_trigrams)
+        if not caption.words:
             log.warning(f"{path}: the caption is empty (<eos> came first); try a larger length_penalty")
         figure = save_attention_figure(
-            load_image(path), words, attention, output_dir / "attention" / f"{path.name}.png"
+            image, caption.words, caption.attention, output_dir / "attention" / f"{path.name}.png"
         )
-        caption = detokenize(words)
-        results.append({"image": str(path), "caption": caption, "figure": str(figure)})
-        print(f"{path}: {caption}")
+        results.append({"image": str(path), "caption": caption.text, "figure": str(figure)})
+        print(f"{path}: {caption.text}")
     if not results:
         raise DatasetFormatError(
             f"None of the {len(images)} image(s) given is readable (first: {images[0]}): nothing was captioned. "
