@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from captioning.evaluation.bootstrap import ImageStatistics, mean_statistics
 from captioning.model.lightning_module import CaptioningModule
 
 log = logging.getLogger(__name__)
@@ -61,24 +63,23 @@ def decode_images(
     return predictions
 
 
-def empty_share(captions: list[str]) -> float:
-    """The share of `captions` without a word (0 for none)."""
-    return sum(not caption for caption in captions) / max(len(captions), 1)
+def repeats_a_trigram(caption: str) -> bool:
+    """Whether some word trigram occurs twice in `caption`: the loops of a decoder."""
+    words = caption.split()
+    trigrams = list(zip(words, words[1:], words[2:]))
+    return len(set(trigrams)) < len(trigrams)
 
 
-def repeated_trigram_share(captions: list[str]) -> float:
-    """The share of `captions` in which some word trigram occurs twice (0 for none): the loops of a decoder."""
-
-    def repeats(words: list[str]) -> bool:
-        trigrams = list(zip(words, words[1:], words[2:]))
-        return len(set(trigrams)) < len(trigrams)
-
-    return sum(repeats(caption.split()) for caption in captions) / max(len(captions), 1)
-
-
-def mean_length(captions: list[str]) -> float:
-    """The mean number of words of `captions` (0 for none)."""
-    return sum(len(caption.split()) for caption in captions) / max(len(captions), 1)
+def caption_statistics(captions: list[str]) -> ImageStatistics:
+    """Each image's share of its caption in `empty_captions` (no word), `repeated_trigrams` (some word trigram
+    twice) and its `mean_length` in words: their corpus values are means over the images."""
+    return mean_statistics(
+        {
+            "empty_captions": [not caption for caption in captions],
+            "repeated_trigrams": [repeats_a_trigram(caption) for caption in captions],
+            "mean_length": [len(caption.split()) for caption in captions],
+        }
+    )
 
 
 def warn_of_empty_captions(captions: list[str], beam_size: int, length_penalty: float) -> None:
@@ -98,30 +99,31 @@ def warn_of_empty_captions(captions: list[str], beam_size: int, length_penalty: 
 
 
 @torch.no_grad()
-def caption_loss(
+def caption_losses(
     module: CaptioningModule,
     dataset: torch.utils.data.Dataset,
     pairs: list[tuple[int, int]],
-    batch_size: int = 64,
     blind: bool = False,
-) -> float:
-    """Mean cross-entropy per word over (image position, reference index) `pairs` of an ImageReferences set;
-    `blind` scores each caption against the features of the image before its own in the split."""
-    total, words = 0.0, 0
-    for start in tqdm(range(0, len(pairs), batch_size), desc=f"Loss on {len(pairs)} captions", unit="batch"):
-        chunk = pairs[start : start + batch_size]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The summed cross-entropy (N,) and the number of words (N,) of each of the N images of an ImageReferences set,
+    over its captions among the (image position, reference index) `pairs` (0 for an image with none): their ratio
+    is the loss per word. `blind` scores each caption against the features of the image before its own."""
+    losses, words = np.zeros(len(dataset)), np.zeros(len(dataset))
+    by_image: dict[int, list[int]] = {}
+    for image, reference in pairs:
+        by_image.setdefault(image, []).append(reference)
+    # One batch per image, so that the module's mean per word gives that image's sum.
+    for image, references in tqdm(by_image.items(), desc=f"Loss on {len(pairs)} captions", unit="image"):
         shift = 1 if blind else 0
-        features = torch.stack(
-            [dataset.source[dataset.image_indices[(image - shift) % len(dataset)]] for image, _ in chunk]
-        )  # (N, R, D)
+        inputs = dataset.source[dataset.image_indices[(image - shift) % len(dataset)]]  # features or pixels
         captions = torch.nn.utils.rnn.pad_sequence(
-            [dataset.captions[image][reference] for image, reference in chunk],
+            [dataset.captions[image][reference] for reference in references],
             batch_first=True,
             padding_value=module.vocabulary.pad_id,
         )
-        features = module.region_features({dataset.source.batch_key: features.to(module.device)})
+        inputs = {dataset.source.batch_key: inputs.unsqueeze(0).to(module.device)}
+        features = module.region_features(inputs)  # (1, R, D): the image once
+        features = features.expand(len(references), -1, -1)  # (n, R, D): for each of its captions
         loss, count, _ = module.caption_loss(features, captions.to(module.device))
-        count = int(count)
-        total += loss.item() * count
-        words += count
-    return total / max(words, 1)
+        losses[image], words[image] = loss.item() * int(count), int(count)
+    return losses, words

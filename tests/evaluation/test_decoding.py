@@ -1,11 +1,15 @@
 import logging
 
-from captioning.evaluation.decoding import empty_share, mean_length, repeated_trigram_share, warn_of_empty_captions
+from captioning.evaluation.decoding import caption_statistics, warn_of_empty_captions
+
+
+def share(name: str, captions: list[str]) -> float | None:
+    return caption_statistics(captions).corpus()[name]
 
 
 def test_empty_captions_are_counted_and_warned_of_with_their_share_and_remedy(caplog):
     captions = ["a red circle", "", "a blue square", ""]
-    assert empty_share(captions) == 0.5
+    assert share("empty_captions", captions) == 0.5
     with caplog.at_level(logging.WARNING, logger="captioning.evaluation.decoding"):
         warn_of_empty_captions(captions, beam_size=10, length_penalty=0.0)
     [record] = caplog.records
@@ -24,7 +28,7 @@ def test_greedy_empty_captions_are_warned_of_without_suggesting_a_length_penalty
 def test_no_warning_when_every_caption_has_a_word(caplog):
     with caplog.at_level(logging.WARNING, logger="captioning.evaluation.decoding"):
         warn_of_empty_captions(["a red circle", "a blue square"], beam_size=3, length_penalty=0.0)
-    assert caplog.records == [] and empty_share([]) == 0.0
+    assert caplog.records == [] and share("empty_captions", []) is None  # no caption, no share
 
 
 def test_a_caption_repeats_a_trigram_only_when_the_same_three_words_come_twice():
@@ -34,10 +38,10 @@ def test_a_caption_repeats_a_trigram_only_when_the_same_three_words_come_twice()
         "",
         "red red red red",  # "red red red" twice, overlapping
     ]
-    assert repeated_trigram_share(captions) == 0.5
-    assert repeated_trigram_share([]) == 0.0
+    assert share("repeated_trigrams", captions) == 0.5
+    assert share("repeated_trigrams", []) is None
 
 
 def test_mean_length_counts_words_and_empty_captions_as_zero():
-    assert mean_length(["a red circle", "", "a blue square on the left"]) == 3.0
-    assert mean_length([]) == 0.0
+    assert share("mean_length", ["a red circle", "", "a blue square on the left"]) == 3.0
+    assert share("mean_length", []) is None

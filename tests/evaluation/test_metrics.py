@@ -1,5 +1,6 @@
 import shutil
 
+import numpy as np
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -8,7 +9,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from captioning.evaluation import metrics
-from captioning.evaluation.metrics import caption_metrics, coco_tokenize
+from captioning.evaluation.metrics import bleu_of_counts, caption_metrics, caption_scores, coco_tokenize
 
 REFERENCES = {
     "1": ["A shirtless man is sitting on the ground holding fruit.", "A man sits on the ground, eating."],
@@ -29,23 +30,23 @@ requires_java = pytest.mark.skipif(
 )
 
 
-def reference_pipeline() -> dict[str, float]:
+def reference_pipeline() -> tuple[dict[str, float], dict, dict, list[float]]:
     """pycocoevalcap exactly as the COCO caption evaluation runs it (Java PTBTokenizer included)."""
     tokenizer = PTBTokenizer()
     truths = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in REFERENCES.items()})
     results = tokenizer.tokenize({k: [{"caption": c}] for k, c in CANDIDATES.items()})
     bleu, _ = Bleu(4).compute_score(truths, results, verbose=0)
     scores = {f"bleu_{n}": s for n, s in enumerate(bleu, 1)}
-    scores["meteor"] = Meteor().compute_score(truths, results)[0]
+    scores["meteor"], meteor_images = Meteor().compute_score(truths, results)
     scores["rouge_l"] = Rouge().compute_score(truths, results)[0]
     scores["cider"] = Cider().compute_score(truths, results)[0]
-    return scores, truths, results
+    return scores, truths, results, meteor_images
 
 
 @pytest.mark.slow  # starts Java
 @requires_java
 def test_tokenizer_matches_the_ptb_tokenizer():
-    _, truths, results = reference_pipeline()
+    _, truths, results, _ = reference_pipeline()
     for key, references in REFERENCES.items():
         assert [coco_tokenize(reference) for reference in references] == truths[key]
         assert coco_tokenize(CANDIDATES[key]) == results[key][0]
@@ -54,12 +55,19 @@ def test_tokenizer_matches_the_ptb_tokenizer():
 @pytest.mark.slow  # starts Java
 @requires_java
 def test_metrics_equal_pycocoevalcap():
-    expected, _, _ = reference_pipeline()
+    expected, truths, results, meteor_images = reference_pipeline()
     computed = caption_metrics(CANDIDATES, REFERENCES)
     assert computed.keys() == expected.keys()
     for name, value in expected.items():
         assert computed[name] == pytest.approx(value, abs=1e-9), name
     assert 0 < computed["bleu_4"] < computed["bleu_1"] < 1
+    # METEOR's corpus score is not the mean of its per-image scores: it is that of the summed matcher statistics,
+    # which the bootstrap resamples.
+    scores = caption_scores(CANDIDATES, REFERENCES)
+    [meteor] = [statistics for statistics in scores.statistics if statistics.names == ("meteor",)]
+    assert meteor.corpus()["meteor"] == pytest.approx(expected["meteor"], abs=1e-12) == scores.metrics["meteor"]
+    assert [scores.images[key]["meteor"] for key in truths] == pytest.approx(meteor_images, abs=1e-12)
+    assert np.mean(meteor_images) != pytest.approx(expected["meteor"], abs=1e-3)
 
 
 @pytest.mark.slow  # starts Java for METEOR, where it is installed
@@ -75,3 +83,43 @@ def test_meteor_is_null_without_java(monkeypatch, caplog):
     computed = caption_metrics(CANDIDATES, REFERENCES)
     assert computed["meteor"] is None and computed["cider"] > 0
     assert "METEOR needs Java" in caplog.text
+
+
+# Edge cases of BLEU's statistics: an empty candidate, one longer than every reference, one reference only, a
+# candidate equal to a reference, references of unequal lengths (the closest one sets the brevity penalty).
+EDGE_REFERENCES = {
+    **REFERENCES,
+    "5": ["a red circle"],
+    "6": ["a cat", "a black cat sleeps on the warm sofa", "the cat"],
+    "7": ["Two dogs play in the snow.", "Dogs playing."],
+}
+EDGE_CANDIDATES = {
+    **CANDIDATES,
+    "5": "",
+    "6": "a black cat sleeps on the warm sofa near a window",
+    "7": "two dogs play in the snow",
+}
+
+
+def test_bleu_from_per_image_statistics_equals_pycocoevalcap_per_image_and_on_the_whole_set(monkeypatch):
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)  # no METEOR: BLEU needs no Java
+    scores = caption_scores(EDGE_CANDIDATES, EDGE_REFERENCES)
+    truths = {
+        key: [coco_tokenize(reference) for reference in references] for key, references in EDGE_REFERENCES.items()
+    }
+    results = {key: [coco_tokenize(EDGE_CANDIDATES[key])] for key in EDGE_REFERENCES}
+    corpus, per_image = Bleu(4).compute_score(truths, results, verbose=0)
+    [bleu] = [statistics for statistics in scores.statistics if statistics.names[0] == "bleu_1"]
+    assert bleu_of_counts(bleu.rows.sum(axis=0, keepdims=True))[0] == pytest.approx(corpus, rel=1e-12, abs=1e-15)
+    assert bleu_of_counts(bleu.rows) == pytest.approx(np.array(per_image).T, rel=1e-12, abs=1e-15)
+    assert [scores.metrics[f"bleu_{n}"] for n in range(1, 5)] == corpus  # metrics.json: pycocoevalcap's own
+    assert [scores.images[key]["bleu_4"] for key in truths] == per_image[3]
+    assert scores.images["7"]["bleu_4"] == pytest.approx(1.0, abs=1e-6) and scores.images["5"]["bleu_1"] < 1e-9
+
+    rouge, rouge_images = Rouge().compute_score(truths, results)
+    cider, cider_images = Cider().compute_score(truths, results)
+    [means] = [statistics for statistics in scores.statistics if statistics.names == ("rouge_l", "cider")]
+    assert means.corpus() == pytest.approx({"rouge_l": rouge, "cider": cider}, rel=1e-12)
+    assert [scores.images[key]["cider"] for key in truths] == pytest.approx(cider_images, rel=1e-12)
+    assert [scores.images[key]["rouge_l"] for key in truths] == pytest.approx(rouge_images, rel=1e-12)
+    assert all(image["meteor"] is None for image in scores.images.values())
