@@ -79,6 +79,8 @@ RULES: list[tuple[str, Callable[[object], bool], str, str]] = [
     ("eval.loss_samples", _positive_integer, "a whole number of captions, 1 or more", "512"),
     ("eval.num_samples", _natural, "a whole number of rows, 0 or more", "10"),
     ("eval.num_figures", _natural, "a whole number of figures, 0 or more", "5"),
+    ("eval.bootstrap_resamples", _natural, "a whole number of resamples, 0 (no intervals) or more", "1000"),
+    ("eval.confidence", lambda value: _is_number(value) and 0 < value < 1, "a level between 0 and 1", "0.95"),
     ("beam_size", _positive_integer, "a beam of 1 caption or more (1: greedy)", "3"),
     ("model.samples", _positive_integer, "a whole number of captions per image, 1 or more", "5"),
     ("model.temperature", _positive_number, "a temperature above 0", "1.0"),

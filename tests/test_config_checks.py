@@ -41,7 +41,15 @@ def test_evaluate_and_caption_configurations_pass(tmp_path):
 
 
 def test_every_problem_is_named_in_one_paragraph(tmp_path):
-    cfg = compose_train(tmp_path, "data.batch_size=0", "model.optimizer.lr=abc", "eval.beam_size=0", "model.dropout=1")
+    cfg = compose_train(
+        tmp_path,
+        "data.batch_size=0",
+        "model.optimizer.lr=abc",
+        "eval.beam_size=0",
+        "model.dropout=1",
+        "eval.confidence=1.5",
+        "eval.bootstrap_resamples=-1",
+    )
     with pytest.raises(ConfigError) as error:
         check_config(cfg)
     message = str(error.value)
@@ -51,6 +59,8 @@ def test_every_problem_is_named_in_one_paragraph(tmp_path):
         "model.optimizer.lr=abc cannot work: it must be a learning rate above 0, e.g. model.optimizer.lr=1e-3.",
         "eval.beam_size=0 cannot work",
         "model.dropout=1 cannot work",
+        "eval.confidence=1.5 cannot work: it must be a level between 0 and 1, e.g. eval.confidence=0.95.",
+        "eval.bootstrap_resamples=-1 cannot work",
     ):
         assert expected in message
 
