@@ -104,26 +104,26 @@ def caption_losses(
     dataset: torch.utils.data.Dataset,
     pairs: list[tuple[int, int]],
     blind: bool = False,
+    batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The summed cross-entropy (N,) and the number of words (N,) of each of the N images of an ImageReferences set,
     over its captions among the (image position, reference index) `pairs` (0 for an image with none): their ratio
     is the loss per word. `blind` scores each caption against the features of the image before its own."""
     losses, words = np.zeros(len(dataset)), np.zeros(len(dataset))
-    by_image: dict[int, list[int]] = {}
-    for image, reference in pairs:
-        by_image.setdefault(image, []).append(reference)
-    # One batch per image, so that the module's mean per word gives that image's sum.
-    for image, references in tqdm(by_image.items(), desc=f"Loss on {len(pairs)} captions", unit="image"):
-        shift = 1 if blind else 0
-        inputs = dataset.source[dataset.image_indices[(image - shift) % len(dataset)]]  # features or pixels
+    shift = 1 if blind else 0
+    for start in tqdm(range(0, len(pairs), batch_size), desc=f"Loss on {len(pairs)} captions", unit="batch"):
+        chunk = pairs[start : start + batch_size]
+        inputs = torch.stack(
+            [dataset.source[dataset.image_indices[(image - shift) % len(dataset)]] for image, _ in chunk]
+        )  # (n, ...): features or pixels
         captions = torch.nn.utils.rnn.pad_sequence(
-            [dataset.captions[image][reference] for reference in references],
+            [dataset.captions[image][reference] for image, reference in chunk],
             batch_first=True,
             padding_value=module.vocabulary.pad_id,
         )
-        inputs = {dataset.source.batch_key: inputs.unsqueeze(0).to(module.device)}
-        features = module.region_features(inputs)  # (1, R, D): the image once
-        features = features.expand(len(references), -1, -1)  # (n, R, D): for each of its captions
-        loss, count, _ = module.caption_loss(features, captions.to(module.device))
-        losses[image], words[image] = loss.item() * int(count), int(count)
+        features = module.region_features({dataset.source.batch_key: inputs.to(module.device)})  # (n, R, D)
+        loss, count = module.caption_losses(features, captions.to(module.device))  # (n,), (n,)
+        images = [image for image, _ in chunk]
+        np.add.at(losses, images, loss.double().cpu().numpy())
+        np.add.at(words, images, count.double().cpu().numpy())
     return losses, words

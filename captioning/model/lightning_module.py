@@ -181,6 +181,17 @@ class CaptioningModule(L.LightningModule):
             penalty = objectives.attention_penalty(attention, targets != pad_id, strength, target)
         return cross_entropy, words, penalty
 
+    def caption_losses(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The summed cross-entropy (N,) and the number of words scored (N,) of each of `captions` (N, T) on
+        `features` (N, R, D), by the packed path: `caption_loss` per caption, without the penalty (evaluation)."""
+        pad_id = self.vocabulary.pad_id
+        inputs, targets = captions[:, :-1], captions[:, 1:]  # (N, T-1)
+        inputs = inputs.masked_fill(inputs == self.vocabulary.eos_id, pad_id)
+        outputs = teacher_forcing.packed(self.decoder, features, inputs)
+        word_targets = targets.flatten()[outputs.positions]  # (W,)
+        rows = outputs.positions // inputs.size(1)  # (W,): the caption of each word
+        return objectives.cross_entropy_per_row(outputs.logits, word_targets, rows, len(captions), pad_id)
+
     def generate(
         self,
         features: torch.Tensor,

@@ -17,6 +17,17 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> t
     return F.cross_entropy(logits, targets, ignore_index=pad_id), (targets != pad_id).sum()
 
 
+def cross_entropy_per_row(
+    logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, num_rows: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed cross-entropy (num_rows,) and the number of words (num_rows,) of each row (caption) whose words
+    `targets` (N,) under `logits` (N, V) sit in `rows` (N,); `<pad>` ignored. Their totals' ratio is
+    `cross_entropy`'s mean."""
+    losses = F.cross_entropy(logits, targets, ignore_index=pad_id, reduction="none")  # (N,), 0 at <pad>
+    scored = (targets != pad_id).to(losses.dtype)
+    return losses.new_zeros(num_rows).index_add(0, rows, losses), scored.new_zeros(num_rows).index_add(0, rows, scored)
+
+
 def attention_penalty(
     attention: torch.Tensor, scored: torch.Tensor, strength: float, target: str = "one"
 ) -> torch.Tensor:

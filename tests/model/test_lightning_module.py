@@ -44,3 +44,14 @@ def test_doubly_stochastic_penalty_is_added_with_its_lambda():
     expected = ((1 - (attention * mask).sum(dim=1)) ** 2).mean()
     assert no_penalty == 0 and torch.isclose(cross_entropy, plain)  # the reported loss stays cross-entropy
     assert torch.isclose(penalty, 2.0 * expected, atol=1e-6) and expected > 0
+
+
+def test_per_caption_losses_are_each_caption_scored_alone():
+    module = make_module(0.0)
+    features = torch.randn(3, 4, 8)
+    captions = torch.tensor([[1, 4, 5, 2, 0, 0], [1, 4, 6, 5, 6, 2], [1, 6, 2, 0, 0, 0]])  # sorted by nothing
+    losses, words = module.caption_losses(features, captions)
+    for row, length in enumerate((3, 5, 2)):
+        alone, alone_words, _ = module.caption_loss(features[row : row + 1], captions[row : row + 1, : length + 1])
+        assert words[row] == alone_words == length
+        assert torch.isclose(losses[row], alone * length, atol=1e-5)
