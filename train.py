@@ -11,6 +11,7 @@ import lightning as L
 import pandas as pd
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from captioning.cli import check_command_line, register_resolvers, run_entry_point
@@ -80,13 +81,18 @@ def train(cfg: DictConfig) -> dict:
     history = next((callback for callback in callbacks if isinstance(callback, LossHistory)), None)
     if history is not None and history.rows:
         result["history"] = str(history.path)
+        result["curves"] = str(history.curves_path) if history.curves_path else None
         log.info("Losses per epoch:\n" + history.table().to_string(index=False, float_format="%.4f"))
     log.info(f"Run directory:    {output_dir}")
     no_best = "nothing was validated" if best else "no checkpoint monitors a metric"
     log.info(f"Best checkpoint:  {result['best_checkpoint'] or f'none ({no_best})'}")
     log.info(f"Last checkpoint:  {result['last_checkpoint']}")
     log.info(f"Loss history:     {result['history']}")
-    log.info(f"TensorBoard logs: tensorboard --logdir {output_dir.parent}")
+    if result.get("curves"):
+        log.info(f"Curves:           {result['curves']}")
+    tensorboard = next((logger for logger in loggers if isinstance(logger, TensorBoardLogger)), None)
+    if tensorboard is not None:
+        log.info(f"TensorBoard logs: tensorboard --logdir {output_dir.parent}")
     evaluated = result["best_checkpoint"] or result["last_checkpoint"]
     if cfg.evaluate_after and evaluated:
         if not result["best_checkpoint"]:
@@ -95,7 +101,7 @@ def train(cfg: DictConfig) -> dict:
             evaluated,
             output_dir / "evaluation",
             instantiate(cfg.eval),
-            logger=next((tb for tb in loggers if isinstance(tb, L.pytorch.loggers.TensorBoardLogger)), None),
+            logger=tensorboard,  # the figures and eval_<split>/ scalars go beside the training curves
         )
     return result
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from captioning.errors import CaptioningError
 from captioning.run_folders import remove_if_empty, run_suffix
+from captioning.sweep_names import job_folder
 
 # The frozen encoder stays in eval mode on purpose; Lightning's warning about it would only alarm users.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
@@ -46,6 +47,8 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_suffix", run_suffix, use_cache=True, replace=True)
     # ${subfolder:NAME} is "NAME/", or nothing for a null NAME: run folders are outputs/[<experiment>/]<date_time>.
     OmegaConf.register_new_resolver("subfolder", lambda name: f"{name}/" if name else "", replace=True)
+    # ${job_folder:NUM,OVERRIDES,EXCLUDED}: a sweep job's folder, e.g. 0_hidden_dim-256 (see sweep_names).
+    OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
 
 
 def _leaf_keys(node: DictConfig, prefix: str = "") -> list[str]:

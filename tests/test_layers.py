@@ -8,7 +8,14 @@ import pytest
 from tests.helpers.runs import PROJECT
 
 # Each layer of the package and the layers it may import; nothing imports a layer above its own.
-SHARED = {"captioning.errors", "captioning.folders", "captioning.vocabulary", "captioning.visual"}
+# (sweep_names: the folder names of sweep jobs, the resolver of conf/hydra/default.yaml)
+SHARED = {
+    "captioning.errors",
+    "captioning.folders",
+    "captioning.sweep_names",
+    "captioning.vocabulary",
+    "captioning.visual",
+}
 ALLOWED = {
     "shared": set(),
     "captioning.cli": {"captioning.run_folders", "shared"},

@@ -59,11 +59,12 @@ def test_an_optuna_study_of_three_trials_ends_with_the_best_trial(tmp_path):
         key: best_params[key]
         for key in ("model.optimizer.lr", "model.hidden_dim", "model.attention_reg", "model.dropout")
     }
-    hidden = torch.load(sweep / str(best) / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    folder = Path(trials.set_index("trial").loc[best, "folder"])  # <sweep>/<trial>[_<its overrides>]
+    hidden = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
     assert str(hidden["hidden_dim"]) == best_params["model.hidden_dim"]  # the trial trained what it says
     last_lines = "\n".join(completed.stdout.strip().splitlines()[-5:])  # the log, after the progress bars
     assert f"Best trial of 3: #{best}, val/loss = {losses[best]:.6g}" in last_lines
-    assert f"model.hidden_dim={best_params['model.hidden_dim']}" in last_lines and str(sweep / str(best)) in last_lines
+    assert f"model.hidden_dim={best_params['model.hidden_dim']}" in last_lines and str(folder) in last_lines
 
 
 @pytest.mark.slow  # two tiny trainings, each a process of its own

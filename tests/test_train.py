@@ -7,7 +7,9 @@ import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata
 
 from captioning.errors import CheckpointError
 from tests.helpers.layouts import tiny_shapes, write_layout
@@ -115,26 +117,42 @@ def test_validation_logs_losses_captions_and_an_attention_figure(tmp_path):
     assert history[0] == "epoch,step,train_loss,val_loss,val_bleu4,val_cider,lr" and len(history) == 3
 
 
-def test_sweep_runs_every_job_into_its_own_directory(tmp_path):
+def test_sweep_runs_every_job_into_a_directory_named_after_its_overrides_and_draws_their_curves(tmp_path, monkeypatch):
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR"):  # W&B offline, nothing in the home folder
+        monkeypatch.setenv(name, str(tmp_path / "wandb_home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    sweep = tmp_path / "sweep"
     command = train_command(
         tmp_path,
         tmp_path / "run",
         "-m",
         "model.hidden_dim=8,16",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        "trainer.max_steps=1",
+        f"hydra.sweep.dir={sweep}",
+        "trainer.limit_train_batches=1",
         "trainer.limit_val_batches=1",
+        "logger=[tensorboard,wandb]",
     )
     completed = run_quietly(command, cwd=PROJECT)
     assert completed.returncode == 0, completed.stderr[-3000:]
 
-    jobs = sorted(path.name for path in (tmp_path / "sweep").iterdir() if path.is_dir())
-    assert jobs == ["0", "1"]
+    # the paths, debug=default and the logger choice do not describe a job: they are left out of its name
+    jobs = sorted(path.name for path in sweep.iterdir() if path.is_dir())
+    assert jobs == [
+        f"{number}_hidden_dim-{hidden}_limit_train_batches-1_limit_val_batches-1"
+        for number, hidden in [(0, 8), (1, 16)]
+    ]
     for job, hidden in zip(jobs, (8, 16)):
-        checkpoint = torch.load(tmp_path / "sweep" / job / "checkpoints" / "last.ckpt", weights_only=True)
+        checkpoint = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
         assert checkpoint["hyper_parameters"]["hidden_dim"] == hidden
-        assert (tmp_path / "sweep" / job / "tensorboard").is_dir()
+        events = EventAccumulator(str(sweep / job / "tensorboard"))
+        events.Reload()
+        session = events.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG]
+        assert metadata.parse_session_start_info_plugin_data(session).hparams["model.hidden_dim"].number_value == hidden
+        assert len(list((sweep / job / "wandb").glob("offline-run-*"))) == 1  # a W&B run of its own, not job 0's
     assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 1  # one cache, shared by both jobs
+    assert f"Sweep curves: {sweep / 'curves.png'}" in completed.stdout
+    with Image.open(sweep / "curves.png") as figure:
+        assert figure.format == "PNG" and figure.size == (1100, 450)
 
 
 def test_resume_refuses_a_checkpoint_of_another_model_or_vocabulary(tiny_run, tmp_path):

@@ -1,5 +1,5 @@
 """Per-epoch record of the losses, the validation BLEU-4 and CIDEr-D, self-critical training's reward, and the
-learning rate, written as a CSV table."""
+learning rate, written as a CSV table, with its convergence figure beside it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
+
+from captioning.visual.curves import curves_figure, save_figure
 
 # Column of history.csv -> the logged metric it records.
 COLUMNS = {"train_loss": "train/loss_epoch", "val_loss": "val/loss", "val_bleu4": "val/bleu4", "val_cider": "val/cider"}
@@ -20,11 +22,19 @@ SELF_CRITICAL_COLUMNS = {
 }
 
 
-class LossHistory(L.Callback):
-    """Appends train loss, val loss, val BLEU-4 and lr of every epoch to `path` (rewritten after each epoch)."""
+def score_column(table: pd.DataFrame) -> str:
+    """The val score that a run of this history `table` is judged by: val_cider for a self-critical run (its
+    columns are there), else val_bleu4."""
+    return "val_cider" if set(SELF_CRITICAL_COLUMNS) & set(table.columns) else "val_bleu4"
 
-    def __init__(self, path: str) -> None:
+
+class LossHistory(L.Callback):
+    """Appends train loss, val loss, val BLEU-4 and lr of every epoch to `path` (rewritten after each epoch),
+    and redraws `curves_path` (if given): the losses and the val score (score_column) per epoch."""
+
+    def __init__(self, path: str, curves_path: str | None = None) -> None:
         self.path = Path(path)
+        self.curves_path = Path(curves_path) if curves_path else None
         self.rows: list[dict] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -38,7 +48,10 @@ class LossHistory(L.Callback):
         row["lr"] = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.table().to_csv(self.path, index=False)
+        table = self.table()
+        table.to_csv(self.path, index=False)
+        if self.curves_path is not None:
+            save_figure(curves_figure(table, score_column(table)), self.curves_path)
 
     def table(self) -> pd.DataFrame:
         extra = [column for column in SELF_CRITICAL_COLUMNS if any(column in row for row in self.rows)]

@@ -64,8 +64,9 @@ class ValidationCaptions(L.Callback):
             module.log("val/bleu4", score, prog_bar=True, sync_dist=True)  # the same gathered figure on every rank
         if self.cider is not None:
             module.log("val/cider", float(self.cider.compute()), prog_bar=True, sync_dist=True)
-        if trainer.is_global_zero and isinstance(trainer.logger, TensorBoardLogger):
-            self._log_samples(trainer.logger, trainer.global_step)
+        tensorboard = next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
+        if trainer.is_global_zero and tensorboard is not None:  # logger=[csv,tensorboard] too
+            self._log_samples(tensorboard, trainer.global_step)
 
     def _log_samples(self, logger: TensorBoardLogger, step: int) -> None:
         samples = self._predictions[: self.logged_samples]
