@@ -58,7 +58,16 @@ def test_a_run_stopped_while_building_the_cache_leaves_no_partial_cache_and_no_r
 ):
     # One image per batch at 256x256: the build takes seconds, and its partial file exists after the first batch.
     command = train_command(tmp_path, tmp_path / "run", "model.encoder.image_size=256", "data.encode_batch_size=1")
-    process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=QUIET)
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=QUIET,
+        # Ctrl-C's default, as from a terminal: pytest started in the background by a shell (`make test &`)
+        # ignores SIGINT, and its children would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     cache = tmp_path / "cache" / "features"
     deadline = time.monotonic() + 120
     while not list(cache.glob("*.partial-*.npy")) and process.poll() is None and time.monotonic() < deadline:
