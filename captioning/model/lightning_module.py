@@ -154,6 +154,12 @@ class CaptioningModule(L.LightningModule):
         with torch.no_grad():
             return self.encoder(batch["images"])  # (B, R, D)
 
+    def _teacher_forced(self, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs and targets (N, T-1) of teacher forcing on `captions` (N, T): each word predicts the next,
+        and nothing follows `<eos>`."""
+        inputs, targets = captions[:, :-1], captions[:, 1:]  # (N, T-1)
+        return inputs.masked_fill(inputs == self.vocabulary.eos_id, self.vocabulary.pad_id), targets
+
     def caption_loss(
         self, features: torch.Tensor, captions: torch.Tensor, padded: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -164,8 +170,7 @@ class CaptioningModule(L.LightningModule):
         `<pad>`) may fill the batch; they count in neither term.
         """
         pad_id = self.vocabulary.pad_id
-        inputs, targets = captions[:, :-1], captions[:, 1:]  # (N, T-1)
-        inputs = inputs.masked_fill(inputs == self.vocabulary.eos_id, pad_id)  # nothing follows <eos>
+        inputs, targets = self._teacher_forced(captions)  # (N, T-1) each
         if padded:
             step = self.training_path.compiled_step(self.decoder)
             logits, attention = teacher_forcing.padded(self.decoder, features, inputs, step)  # (N, T-1, V), (.., R)
@@ -184,13 +189,13 @@ class CaptioningModule(L.LightningModule):
     def caption_losses(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The summed cross-entropy (N,) and the number of words scored (N,) of each of `captions` (N, T) on
         `features` (N, R, D), by the packed path: `caption_loss` per caption, without the penalty (evaluation)."""
-        pad_id = self.vocabulary.pad_id
-        inputs, targets = captions[:, :-1], captions[:, 1:]  # (N, T-1)
-        inputs = inputs.masked_fill(inputs == self.vocabulary.eos_id, pad_id)
+        inputs, targets = self._teacher_forced(captions)  # (N, T-1) each
         outputs = teacher_forcing.packed(self.decoder, features, inputs)
         word_targets = targets.flatten()[outputs.positions]  # (W,)
         rows = outputs.positions // inputs.size(1)  # (W,): the caption of each word
-        return objectives.cross_entropy_per_row(outputs.logits, word_targets, rows, len(captions), pad_id)
+        return objectives.cross_entropy_per_row(
+            outputs.logits, word_targets, rows, len(captions), self.vocabulary.pad_id
+        )
 
     def generate(
         self,
