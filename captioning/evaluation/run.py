@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from captioning.data.images import load_image
 from captioning.data.shapes import load_object_boxes
-from captioning.errors import ConfigError, DatasetFormatError
+from captioning.errors import DatasetFormatError
 from captioning.evaluation.attention_maps import attention_image_statistics, attention_statistics
 from captioning.evaluation.bootstrap import ImageStatistics, bootstrap_samples, percentile_interval, ratio_statistics
 from captioning.evaluation.decoding import caption_losses, caption_statistics, decode_images
@@ -109,18 +109,6 @@ def score_predictions(
     return metrics, statistics
 
 
-def check_bootstrap_settings(settings: EvaluationSettings) -> None:
-    """Refuse interval settings that cannot work, before anything is read."""
-    resamples, confidence = settings.bootstrap_resamples, settings.confidence
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 0:
-        raise ConfigError(
-            f"eval.bootstrap_resamples={resamples!r} is not a number of resamples: give 0 (no intervals) or more, "
-            "e.g. eval.bootstrap_resamples=1000"
-        )
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise ConfigError(f"eval.confidence={confidence!r} is not a level between 0 and 1: e.g. eval.confidence=0.95")
-
-
 def evaluate_checkpoint(
     checkpoint_path: str | Path,
     output_dir: str | Path,
@@ -134,7 +122,6 @@ def evaluate_checkpoint(
     split = settings.split
     if split not in EVALUATION_SPLITS:
         raise DatasetFormatError(f"Cannot evaluate on eval.split={split!r}: use val or test.")
-    check_bootstrap_settings(settings)
     checkpoint = read_checkpoint(checkpoint_path)
     module = load_captioner(checkpoint).to("cuda" if torch.cuda.is_available() else "cpu")
     data_config = {**checkpoint_data_config(checkpoint), **(data_overrides or {})}

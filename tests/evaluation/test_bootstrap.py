@@ -8,6 +8,7 @@ import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.rouge.rouge import Rouge
 
+from captioning.config_checks import check_config
 from captioning.errors import ConfigError
 from captioning.evaluation import metrics
 from captioning.evaluation.bootstrap import (
@@ -20,7 +21,8 @@ from captioning.evaluation.bootstrap import (
 from captioning.evaluation.compare import compare_evaluations
 from captioning.evaluation.metrics import caption_scores, coco_tokenize
 from captioning.evaluation.report import comparison_table, metrics_table
-from captioning.evaluation.run import EvaluationSettings, check_bootstrap_settings
+from captioning.evaluation.run import EvaluationSettings
+from tests.helpers.runs import compose_evaluate
 
 
 def interval_of(values: np.ndarray, resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> list[float]:
@@ -170,7 +172,7 @@ def test_the_table_prints_each_metric_beside_its_interval():
     assert table.splitlines() == ["bleu_4  0.6834  [0.6612, 0.7050]", "meteor     n/a"]
 
 
-def test_no_resamples_turns_the_intervals_off_and_impossible_settings_are_refused():
+def test_no_resamples_turns_the_intervals_off_and_impossible_settings_are_refused(tmp_path):
     scores = np.linspace(0, 1, 20)
     settings = EvaluationSettings(bootstrap_resamples=0)
     comparison = compare_evaluations(synthetic_evaluation(scores, "a"), synthetic_evaluation(scores + 1, "b"), settings)
@@ -178,6 +180,6 @@ def test_no_resamples_turns_the_intervals_off_and_impossible_settings_are_refuse
     assert comparison["metrics"]["cider"]["difference"] == pytest.approx(1.0)
     assert "(no interval)" in comparison_table(comparison) and "*" not in comparison_table(comparison)
     with pytest.raises(ConfigError, match=r"eval.confidence=1.5 .* e.g. eval.confidence=0.95"):
-        check_bootstrap_settings(EvaluationSettings(confidence=1.5))
+        check_config(compose_evaluate(tmp_path, "ckpt=model.ckpt", "eval.confidence=1.5"))
     with pytest.raises(ConfigError, match=r"eval.bootstrap_resamples=-1 .* e.g. eval.bootstrap_resamples=1000"):
-        check_bootstrap_settings(EvaluationSettings(bootstrap_resamples=-1))
+        check_config(compose_evaluate(tmp_path, "ckpt=model.ckpt", "eval.bootstrap_resamples=-1"))
